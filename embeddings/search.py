@@ -1,0 +1,94 @@
+"""Questions in, hits out: the text-level search wrapped around the index's vector search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from embeddings.encoder import Encoder, Vectors
+from embeddings.errors import EmptyQuestionError
+from embeddings.index import Hit, Index
+from embeddings.sentences import split_sentences
+
+Vector = Vectors  # one row: a query vector
+
+# How many nearest passages to consider before keeping one per article.
+CANDIDATES = 50
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A hit with the span of its passage text that best answers the question."""
+
+    hit: Hit
+    sentence_start: int
+    sentence_end: int
+
+    @property
+    def sentence(self) -> str:
+        """The answering sentence itself."""
+        return self.hit.passage.text[self.sentence_start : self.sentence_end]
+
+
+class Searcher:
+    """Answers questions from one index with one encoder."""
+
+    def __init__(self, index: Index, encoder: Encoder) -> None:
+        self.index = index
+        self.encoder = encoder
+
+    def ask(self, question: str, k: int = 3) -> list[Answer]:
+        """The best `k` passages for `question`, each with its answering sentence."""
+        query = self.encode_question(question)
+        return self.answers(query, self.rank(query, k))
+
+    def encode_question(self, question: str) -> Vector:
+        """The question's query-side vector; an empty question is an error."""
+        if not question.strip():
+            raise EmptyQuestionError("The question is empty")
+        vector: Vector = self.encoder.encode_queries([question.strip()])[0]
+        return vector
+
+    def rank(self, query: Vector, k: int) -> list[Hit]:
+        """The best `k` passages, preferring a spread of articles over one article's neighbours."""
+        return spread_articles(self.index.search(query, max(k, CANDIDATES)), k)
+
+    def answers(self, query: Vector, hits: list[Hit]) -> list[Answer]:
+        """The hits, each with the sentence in its passage closest to the question."""
+        spans = [sentence_spans(hit.passage.text) for hit in hits]
+        texts = [
+            hit.passage.text[a:b] for hit, own in zip(hits, spans, strict=True) for a, b in own
+        ]
+        scores = self.encoder.encode_passages(texts) @ query if texts else np.zeros(0)
+        answers, offset = [], 0
+        for hit, own in zip(hits, spans, strict=True):
+            best = offset + int(np.argmax(scores[offset : offset + len(own)]))
+            answers.append(Answer(hit, *own[best - offset]))
+            offset += len(own)
+        return answers
+
+
+def spread_articles(hits: list[Hit], k: int) -> list[Hit]:
+    """Each article's best hit first (in score order), then the remaining hits, up to `k`.
+
+    One passage per article reads best; a second passage of an article appears only when
+    fewer than `k` articles match at all.
+    """
+    seen: set[str] = set()
+    firsts: list[Hit] = []
+    seconds: list[Hit] = []
+    for hit in hits:
+        (seconds if hit.passage.article_id in seen else firsts).append(hit)
+        seen.add(hit.passage.article_id)
+    return (firsts + seconds)[:k]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of `text` (the whole text if it has no sentence)."""
+    spans, position = [], 0
+    for sentence in split_sentences(text):
+        start = text.find(sentence, position)
+        spans.append((start, start + len(sentence)))
+        position = start + len(sentence)
+    return spans or [(0, len(text))]

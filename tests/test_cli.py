@@ -1,0 +1,97 @@
+"""The command line: real click parsing, and one-sentence errors that name the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from embeddings.articles import read_articles
+from embeddings.encoder import DEFAULT_MODEL
+from embeddings.index import VECTORS, build_index, current_generation
+from tests.conftest import FakeEncoder
+
+
+def _invoke(*args: str, input: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), input=input)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def index_dir(data_dir: Path, tmp_path: Path) -> Path:
+    """An index of the seed article, recorded as built by the default model."""
+    folder = tmp_path / "index"
+    build_index(read_articles(data_dir).articles, FakeEncoder(DEFAULT_MODEL), folder)
+    return folder
+
+
+def _corrupt(index_dir: Path) -> None:
+    np.save(index_dir / str(current_generation(index_dir)) / VECTORS, np.zeros((2, 2)))
+
+
+ERRORS = [
+    # (arguments, setup, expected words in the one-line error)
+    (["index", "--data", "{empty}"], None, "No readable articles in"),
+    (["index", "--data", "{missing}"], None, "does not exist; put article files"),
+    (["ask", "anything", "--index", "{missing}"], None, "No index at"),
+    (["ask", "   ", "--index", "{index}"], None, "The question is empty; ask something, e.g."),
+    (
+        ["ask", "q", "--index", "{index}", "--model", "other/model"],
+        None,
+        "rebuild it with: newsqa index --model other/model",
+    ),
+    (["ask", "q", "--index", "{index}"], _corrupt, "is damaged"),
+    (["chat", "--index", "{missing}"], None, "build one with: newsqa index"),
+]
+
+
+@pytest.mark.parametrize(("args", "setup", "message"), ERRORS)
+def test_bad_input_is_one_sentence_naming_the_fix(
+    tmp_path: Path,
+    index_dir: Path,
+    args: list[str],
+    setup,
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """Each error exits non-zero with an `Error:` line and no traceback."""
+    (tmp_path / "empty").mkdir()
+    places = {"empty": tmp_path / "empty", "missing": tmp_path / "missing", "index": index_dir}
+    if setup:
+        setup(index_dir)
+    code, output = _invoke(*(arg.format(**places) for arg in args))
+    assert code == 1
+    assert message in output
+    assert "Traceback" not in output
+    assert output.strip().startswith("Error:") and len(output.strip().splitlines()) == 1
+
+
+def test_skipped_files_are_named_and_the_build_goes_on(data_dir: Path, tmp_path: Path) -> None:
+    """An unreadable article is reported by name; the others are still indexed."""
+    (data_dir / "broken.txt").write_bytes(b"\xff\xfe\x00\x01")
+    build_index(read_articles(data_dir).articles, FakeEncoder(DEFAULT_MODEL), tmp_path / "index")
+    code, output = _invoke("index", "--data", str(data_dir), "--index", str(tmp_path / "index"))
+    assert code == 0
+    assert f"Skipped {data_dir / 'broken.txt'}: broken.txt: is a binary file" in output
+    assert "up to date: 1 articles, 7 passages" in output
+
+
+def test_options_read_environment_variables(data_dir: Path, index_dir: Path) -> None:
+    """NEWSQA_DATA and NEWSQA_INDEX configure the command like the options do."""
+    result = CliRunner().invoke(
+        main, ["index"], env={"NEWSQA_DATA": str(data_dir), "NEWSQA_INDEX": str(index_dir)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "is up to date" in result.output
+
+
+def test_help_lists_the_commands_and_their_environment_variables() -> None:
+    """`--help` works without loading any model and documents the env vars."""
+    code, output = _invoke("--help")
+    assert code == 0
+    for command in ("index", "ask", "chat", "run"):
+        assert command in output
+    code, output = _invoke("ask", "--help")
+    assert "NEWSQA_INDEX" in output and "NEWSQA_MODEL" in output
