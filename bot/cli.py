@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from telegram.error import InvalidToken
 
+from bot import app
+from bot.app import Webhook, build_application
+from bot.handlers import Handlers
+from bot.logs import redact
+from bot.memory import RateLimiter
+from bot.service import QAService
 from bot.terminal import answer_block, answer_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
@@ -117,25 +126,160 @@ def chat(k: int, data_dir: Path, index_dir: Path, model: str) -> None:
         converse(open_searcher(index_dir, model), k)
 
 
-@main.command()
-@click.option(
-    "--token",
-    envvar="TELEGRAM_BOT_TOKEN",
-    show_envvar=True,
-    default=None,
-    help="Telegram bot token; without it, the conversation runs in the terminal.",
-)
+def bot_options(function: F) -> F:
+    """Token, access, limits and delivery of the Telegram bot."""
+    options = [
+        click.option(
+            "--token",
+            envvar="TELEGRAM_BOT_TOKEN",
+            show_envvar=True,
+            default=None,
+            help="Telegram bot token (from @BotFather); never printed or logged.",
+        ),
+        click.option(
+            "--allowed-chats",
+            envvar="NEWSQA_ALLOWED_CHATS",
+            show_envvar=True,
+            default="",
+            help="Comma-separated chat ids to serve; empty serves everyone.",
+        ),
+        click.option(
+            "--rate-limit",
+            envvar="NEWSQA_RATE_LIMIT",
+            show_envvar=True,
+            default=10,
+            show_default=True,
+            type=click.IntRange(min=0),
+            help="Questions per user per minute; 0 for no limit.",
+        ),
+        click.option(
+            "--min-score",
+            envvar="NEWSQA_MIN_SCORE",
+            show_envvar=True,
+            default=0.25,
+            show_default=True,
+            type=float,
+            help="Below this similarity a passage is not quoted.",
+        ),
+        click.option(
+            "--webhook-url",
+            envvar="NEWSQA_WEBHOOK_URL",
+            show_envvar=True,
+            default=None,
+            help="Public HTTPS URL for webhook mode; without it the bot long-polls.",
+        ),
+        click.option(
+            "--webhook-secret",
+            envvar="NEWSQA_WEBHOOK_SECRET",
+            show_envvar=True,
+            default=None,
+            help="Secret Telegram must send with each update (random when not given).",
+        ),
+        click.option(
+            "--webhook-listen",
+            envvar="NEWSQA_WEBHOOK_LISTEN",
+            show_envvar=True,
+            default="0.0.0.0",
+            show_default=True,
+        ),
+        click.option(
+            "--webhook-port",
+            envvar="NEWSQA_WEBHOOK_PORT",
+            show_envvar=True,
+            default=8443,
+            show_default=True,
+            type=int,
+        ),
+        click.option(
+            "--api-url",
+            envvar="TELEGRAM_API_URL",
+            show_envvar=True,
+            default=None,
+            help="Bot API base URL, for a self-hosted Bot API server.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.command(name="bot")
+@bot_options
 @data_option
 @index_options
-def run(token: str | None, data_dir: Path, index_dir: Path, model: str) -> None:
-    """Update the index from the articles, then start the bot (or the terminal chat)."""
+def bot_command(
+    token: str | None, data_dir: Path, index_dir: Path, model: str, **settings: Any
+) -> None:
+    """Run the Telegram bot on an existing index."""
+    if not token:
+        raise click.ClickException("No bot token; set TELEGRAM_BOT_TOKEN or pass --token")
+    with reported_errors(data_dir, model):
+        serve(token, index_dir, model, BotSettings(**settings))
+
+
+@main.command()
+@bot_options
+@data_option
+@index_options
+def run(token: str | None, data_dir: Path, index_dir: Path, model: str, **settings: Any) -> None:
+    """Update the index from the articles, then start the bot (or, without a token, the chat)."""
     with reported_errors(data_dir, model):
         report = update_index(data_dir, index_dir, model)
         click.echo(describe_build(report, index_dir), err=True)
         if token:
-            raise click.ClickException("The Telegram bot is not available in this version")
+            serve(token, index_dir, model, BotSettings(**settings))
+            return
         click.echo(f'Ask a question about the articles, e.g. "{SAMPLE_QUESTION}"', err=True)
         converse(open_searcher(index_dir, model), 3)
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """The bot's options beyond the token and the index."""
+
+    allowed_chats: str
+    rate_limit: int
+    min_score: float
+    webhook_url: str | None
+    webhook_secret: str | None
+    webhook_listen: str
+    webhook_port: int
+    api_url: str | None
+
+    def chat_ids(self) -> frozenset[int]:
+        """The allowed chat ids, parsed; a bad entry is an error naming it."""
+        try:
+            return frozenset(
+                int(part) for part in self.allowed_chats.replace(" ", "").split(",") if part
+            )
+        except ValueError as error:
+            raise click.BadParameter(
+                f"{self.allowed_chats!r} is not a comma-separated list of chat ids",
+                param_hint="--allowed-chats",
+            ) from error
+
+    def webhook(self) -> Webhook | None:
+        if not self.webhook_url:
+            return None
+        secret = self.webhook_secret or secrets.token_urlsafe(32)
+        return Webhook(self.webhook_url, secret, self.webhook_listen, self.webhook_port)
+
+
+def serve(token: str, index_dir: Path, model: str, settings: BotSettings) -> None:
+    """Run the bot until SIGINT/SIGTERM; the token never reaches the logs or the terminal."""
+    redact(token)
+    webhook = settings.webhook()
+    if webhook:
+        redact(webhook.secret)
+    service = QAService(index_dir, SentenceTransformerEncoder(model), min_score=settings.min_score)
+    handlers = Handlers(service, settings.chat_ids(), RateLimiter(settings.rate_limit, window=60.0))
+    application = build_application(token, handlers, base_url=settings.api_url)
+    try:
+        app.run(application, webhook)
+    except InvalidToken as error:
+        raise click.ClickException(
+            "Telegram rejected the bot token; check TELEGRAM_BOT_TOKEN"
+        ) from error
 
 
 def update_index(data_dir: Path, index_dir: Path, model: str) -> BuildReport:

@@ -26,7 +26,7 @@ class FakeEncoder:
     about in tests. `calls` records every batch it was asked to embed.
     """
 
-    def __init__(self, name: str = "fake-encoder", *, dimension: int = 64, max_tokens: int = 256):
+    def __init__(self, name: str = "fake-encoder", *, dimension: int = 1024, max_tokens: int = 256):
         self.name = name
         self.max_tokens = max_tokens
         self.dimension = dimension

@@ -1,0 +1,107 @@
+"""Assembling the Telegram application and running it by long polling or webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from telegram import BotCommand, Update
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.handlers import Handlers
+
+log = logging.getLogger(__name__)
+
+COMMANDS = [
+    BotCommand("start", "What I know and how to ask"),
+    BotCommand("help", "Example questions"),
+    BotCommand("ask", "Ask a question (in groups)"),
+    BotCommand("about", "Articles, passages, model and index date"),
+]
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where Telegram delivers updates in webhook mode, and the secret it must present."""
+
+    url: str
+    secret: str
+    listen: str = "0.0.0.0"
+    port: int = 8443
+    path: str = "telegram"
+
+
+def build_application(
+    token: str, handlers: Handlers, *, base_url: str | None = None
+) -> Application:  # type: ignore[type-arg]
+    """The application with every handler registered; `base_url` points at another Bot API."""
+    builder = (
+        Application.builder()
+        .token(token)
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .concurrent_updates(True)
+        .post_init(_post_init(handlers))
+    )
+    if base_url:
+        builder = builder.base_url(base_url).base_file_url(base_url.replace("/bot", "/file/bot"))
+    application = builder.build()
+    register(application, handlers)
+    return application
+
+
+def register(application: Application, handlers: Handlers) -> None:  # type: ignore[type-arg]
+    """Add the handlers: the chat gate first, then commands, buttons, messages, errors."""
+    application.add_handler(TypeHandler(Update, handlers.gatekeeper), group=-1)
+    new_messages = filters.UpdateType.MESSAGE
+    application.add_handler(CommandHandler("start", handlers.start, new_messages))
+    application.add_handler(CommandHandler("help", handlers.help_command, new_messages))
+    application.add_handler(CommandHandler("about", handlers.about, new_messages))
+    application.add_handler(CommandHandler("ask", handlers.ask, new_messages))
+    application.add_handler(CallbackQueryHandler(handlers.page, pattern=r"^p:"))
+    application.add_handler(CallbackQueryHandler(handlers.article, pattern=r"^a:"))
+    application.add_handler(
+        MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND, handlers.question)
+    )
+    application.add_handler(
+        MessageHandler(new_messages & ~filters.TEXT & ~filters.StatusUpdate.ALL, handlers.not_text)
+    )
+    application.add_error_handler(handlers.error)
+
+
+def _post_init(handlers: Handlers):  # type: ignore[no-untyped-def]
+    async def post_init(application: Application) -> None:  # type: ignore[type-arg]
+        """Show the command menu, and reload the index on SIGHUP."""
+        await application.bot.set_my_commands(COMMANDS)
+        try:
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, handlers.service.reload_if_changed
+            )
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / no signals
+            log.debug("SIGHUP reloading is not available here")
+
+    return post_init
+
+
+def run(application: Application, webhook: Webhook | None) -> None:  # type: ignore[type-arg]
+    """Serve until SIGINT/SIGTERM: long polling, or a webhook checked by its secret token."""
+    if webhook is None:
+        application.run_polling(allowed_updates=Update.ALL_TYPES)
+        return
+    application.run_webhook(
+        listen=webhook.listen,
+        port=webhook.port,
+        url_path=webhook.path,
+        webhook_url=webhook.url,
+        secret_token=webhook.secret,
+        allowed_updates=Update.ALL_TYPES,
+    )

@@ -1,0 +1,214 @@
+"""The Telegram conversation: one small async handler per command, message and button."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from html import escape
+
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    Update,
+)
+from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from bot.memory import ExpiringStore, RateLimiter
+from bot.replies import answers_message, article_messages, format_date
+from bot.service import QAService, Ranking
+from embeddings.errors import EmptyQuestionError
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 3
+
+NOT_FOUND = (
+    "I couldn't find that in the articles. Try rephrasing the question, "
+    "or send /help for examples of what I can answer."
+)
+EMPTY_QUESTION = "Please ask a question in words, for example: {example}"
+NOT_TEXT = "I can only read text: ask me a question about the news articles, or send /help."
+EXPIRED = "This answer has expired; please ask the question again."
+NOT_ALLOWED = "Sorry, this bot is not available in this chat."
+FAILED = "Sorry, something went wrong while answering. Please try again."
+TOO_MANY = "Too many questions; please try again in {seconds} s."
+
+
+@dataclass
+class Handlers:
+    """The bot's handlers and the state they share: the service, answer pages, rate limits."""
+
+    service: QAService
+    allowed_chats: frozenset[int] = frozenset()
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window=60))
+    pages: ExpiringStore[Ranking] = field(default_factory=ExpiringStore)
+
+    async def gatekeeper(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Stop updates from chats outside the allowed list, with a short refusal."""
+        chat = update.effective_chat
+        if not self.allowed_chats or chat is None or chat.id in self.allowed_chats:
+            return
+        log.info("Refused an update from chat %s", chat.id)
+        if update.callback_query:
+            await update.callback_query.answer(NOT_ALLOWED)
+        elif update.message and chat.type == ChatType.PRIVATE:
+            await update.message.reply_text(NOT_ALLOWED)
+        raise ApplicationHandlerStop
+
+    async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Greet the user with what the bot knows and three example questions."""
+        await self._reply(update, self._introduction())
+
+    async def help_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Explain how to ask, with three example questions."""
+        await self._reply(update, self._introduction())
+
+    async def about(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Describe the index: articles, passages, model, build time."""
+        stats = self.service.stats()
+        text = (
+            f"<b>Articles:</b> {stats.articles}\n<b>Passages:</b> {stats.passages}\n"
+            f"<b>Model:</b> {escape(stats.model.rsplit('/', 1)[-1])}\n"
+            f"<b>Index built:</b> {escape(stats.built_at.replace('T', ' '))}"
+        )
+        await self._reply(update, text)
+
+    async def ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """`/ask <question>`: the way to ask in a group without mentioning the bot."""
+        question = " ".join(context.args or [])
+        if update.message:
+            await self._answer(update.message, question, context)
+
+    async def question(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A text message: a question in a private chat, or in a group when addressed to us."""
+        message = update.message
+        if message is None or message.text is None:
+            return
+        if message.chat.type != ChatType.PRIVATE and not _addressed(message, context.bot.username):
+            return
+        question = message.text.replace(f"@{context.bot.username}", " ").strip()
+        await self._answer(message, question, context)
+
+    async def not_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Stickers, photos, voice...: say in one line what the bot can do."""
+        message = update.message
+        if message and (
+            message.chat.type == ChatType.PRIVATE or _addressed(message, context.bot.username)
+        ):
+            await message.reply_text(NOT_TEXT)
+
+    async def page(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The "More" / "Back" buttons: show another page of the same answer in place."""
+        query = update.callback_query
+        assert query is not None and query.data is not None
+        _, key, number = query.data.split(":")
+        ranking = self.pages.get(key)
+        if ranking is None or not isinstance(query.message, Message):
+            await query.answer(EXPIRED)
+            return
+        await query.answer()
+        text, keyboard = await self._page(ranking, key, int(number))
+        await query.message.edit_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+
+    async def article(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The "Whole article" button: send the article, in as many messages as it needs."""
+        query = update.callback_query
+        assert query is not None and query.data is not None
+        _, key, position = query.data.split(":")
+        ranking = self.pages.get(key)
+        if ranking is None or not isinstance(query.message, Message):
+            await query.answer(EXPIRED)
+            return
+        await query.answer()
+        passages = self.service.article(ranking.hits[int(position)].passage)
+        for text in article_messages(passages):
+            await query.message.reply_text(text, parse_mode=ParseMode.HTML)
+
+    async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Log the traceback and tell the user one short sentence; the bot keeps running."""
+        log.error("Error while handling an update", exc_info=context.error)
+        if isinstance(update, Update) and update.effective_message:
+            try:
+                await update.effective_message.reply_text(FAILED)
+            except Exception:  # the API may be what failed; the log already has the story
+                log.warning("Could not tell the user about the error", exc_info=True)
+
+    async def _answer(
+        self, message: Message, question: str, context: ContextTypes.DEFAULT_TYPE
+    ) -> None:
+        """Rate-limit, search off the event loop, and reply with the first page of passages."""
+        user_id = message.from_user.id if message.from_user else message.chat.id
+        wait = self.limiter.retry_after(user_id)
+        if wait > 0:
+            await message.reply_text(TOO_MANY.format(seconds=max(1, round(wait))))
+            return
+        await context.bot.send_chat_action(message.chat.id, ChatAction.TYPING)
+        try:
+            ranking = await self.service.rank(question)
+        except EmptyQuestionError:
+            example = (self.service.stats().examples or ["What happened?"])[0]
+            await message.reply_text(EMPTY_QUESTION.format(example=example))
+            return
+        if not ranking.hits:
+            await message.reply_text(NOT_FOUND)
+            return
+        key = self.pages.put(ranking)
+        text, keyboard = await self._page(ranking, key, 0)
+        await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+
+    async def _page(
+        self, ranking: Ranking, key: str, number: int
+    ) -> tuple[str, InlineKeyboardMarkup]:
+        """The HTML of page `number` of a ranking, and its buttons."""
+        start = number * PAGE_SIZE
+        answers = await self.service.answers(ranking, start, PAGE_SIZE)
+        return answers_message(answers, first_rank=start + 1), _keyboard(
+            key, number, start, len(answers), len(ranking.hits)
+        )
+
+    def _introduction(self) -> str:
+        stats = self.service.stats()
+        span = " to ".join(
+            dict.fromkeys(format_date(d) for d in (stats.first_date, stats.last_date) if d)
+        )
+        examples = "\n".join(f"• {escape(q)}" for q in stats.examples)
+        return (
+            f"I answer questions about <b>{stats.articles}</b> news "
+            f"{'article' if stats.articles == 1 else 'articles'}"
+            f"{f' ({span})' if span else ''} by quoting the passages that answer them.\n\n"
+            f"Ask in plain words, for example:\n{examples}\n\n"
+            "In a group, mention me or use /ask followed by your question."
+        )
+
+    async def _reply(self, update: Update, text: str) -> None:
+        if update.effective_message:
+            await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML)
+
+
+def _keyboard(key: str, number: int, start: int, shown: int, total: int) -> InlineKeyboardMarkup:
+    """Paging buttons, and one "Whole article" button per passage shown."""
+    articles = [
+        InlineKeyboardButton(
+            "Whole article" if shown == 1 else f"Article {start + i + 1}",
+            callback_data=f"a:{key}:{start + i}",
+        )
+        for i in range(shown)
+    ]
+    paging = []
+    if number > 0:
+        paging.append(InlineKeyboardButton("« Back", callback_data=f"p:{key}:{number - 1}"))
+    if start + shown < total:
+        paging.append(InlineKeyboardButton("More »", callback_data=f"p:{key}:{number + 1}"))
+    return InlineKeyboardMarkup([row for row in (articles, paging) if row])
+
+
+def _addressed(message: Message, username: str) -> bool:
+    """True when a group message mentions the bot or replies to one of its messages."""
+    mentions = message.parse_entities([MessageEntity.MENTION]) if message.text else {}
+    if any(text.lower() == f"@{username}".lower() for text in mentions.values()):
+        return True
+    replied = message.reply_to_message
+    return bool(replied and replied.from_user and replied.from_user.username == username)

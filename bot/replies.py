@@ -1,0 +1,174 @@
+"""The bot's replies as Telegram HTML: pure functions, always escaped, always within the limit.
+
+Replies are assembled from plain-text pieces, each escaped and wrapped in its tags as it is
+added, so the length Telegram counts (the text after entities are parsed, in UTF-16 code units)
+is known exactly and a trim can never cut inside a tag or an entity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from html import escape
+
+from telegram.constants import MessageLimit
+
+from embeddings.passages import Passage
+from embeddings.search import Answer
+from embeddings.sentences import split_sentences
+
+MAX_LENGTH = MessageLimit.MAX_TEXT_LENGTH
+ELLIPSIS = "\u2026"
+TITLE_LENGTH = 200  # characters of a title shown in a header
+
+
+def telegram_length(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units (an emoji may count as two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass
+class Html:
+    """A reply under construction: its HTML and the plain text Telegram will count."""
+
+    parts: list[str] = field(default_factory=list)
+    plain: int = 0
+
+    def text(self, text: str, tag: str = "") -> Html:
+        """Add escaped `text`, wrapped in `<tag>` when given."""
+        self.plain += telegram_length(text)
+        escaped = escape(text, quote=False)
+        self.parts.append(f"<{tag}>{escaped}</{tag.split()[0]}>" if tag and text else escaped)
+        return self
+
+    def raw(self, html: str, plain_length: int) -> Html:
+        """Add HTML already built by another `Html` (with its plain length)."""
+        self.parts.append(html)
+        self.plain += plain_length
+        return self
+
+    def render(self) -> str:
+        return "".join(self.parts)
+
+
+def format_date(date: dt.date | None) -> str:
+    """A date as people write it ("9 July 2023"), or an empty string."""
+    return f"{date.day} {date:%B %Y}" if date else ""
+
+
+def answers_message(answers: list[Answer], first_rank: int = 1) -> str:
+    """The passages that answer a question, each under its article's title and date.
+
+    Quotes are trimmed at sentence boundaries (the answering sentence stays, shortened only as a
+    last resort) until the whole message fits Telegram's limit.
+    """
+    quotes = [_Quote.of(answer) for answer in answers]
+    message = _assemble(quotes, first_rank)
+    while message.plain > MAX_LENGTH:
+        max(quotes, key=lambda q: q.length()).trim()
+        message = _assemble(quotes, first_rank)
+    return message.render()
+
+
+def _assemble(quotes: list[_Quote], first_rank: int) -> Html:
+    message = Html()
+    for rank, quote in enumerate(quotes, start=first_rank):
+        if rank > first_rank:
+            message.text("\n\n")
+        passage = quote.answer.hit.passage
+        message.text(f"{rank}. {shorten(passage.title, TITLE_LENGTH)}", "b")
+        if passage.date:
+            message.text("\n").text(format_date(passage.date), "i")
+        message.text("\n")
+        quote.render_into(message)
+    return message
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut at a word boundary to at most `limit` characters, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2 :] else cut) + ELLIPSIS
+
+
+@dataclass
+class _Quote:
+    """A passage as sentences around the answering one, trimmable from either end."""
+
+    answer: Answer
+    sentence: str
+    before: list[str]
+    after: list[str]
+    cut_before: bool = False
+    cut_after: bool = False
+
+    @classmethod
+    def of(cls, answer: Answer) -> _Quote:
+        text = answer.hit.passage.text
+        before = split_sentences(text[: answer.sentence_start])
+        after = split_sentences(text[answer.sentence_end :])
+        return cls(answer, answer.sentence, before, after)
+
+    def length(self) -> int:
+        return sum(map(telegram_length, [*self.before, self.sentence, *self.after]))
+
+    def trim(self) -> None:
+        """Drop the outer sentence on the longer side; with none left, halve the sentence."""
+        if self.after and sum(map(len, self.after)) >= sum(map(len, self.before)):
+            self.after.pop()
+            self.cut_after = True
+        elif self.before:
+            self.before.pop(0)
+            self.cut_before = True
+        else:
+            self.sentence = shorten(self.sentence, max(len(self.sentence) // 2, 1))
+
+    def render_into(self, message: Html) -> None:
+        quote = Html()
+        if self.cut_before:
+            quote.text(ELLIPSIS + " ")
+        if self.before:
+            quote.text(" ".join(self.before) + " ")
+        quote.text(self.sentence, "b")
+        if self.after:
+            quote.text(" " + " ".join(self.after))
+        if self.cut_after:
+            quote.text(" " + ELLIPSIS)
+        message.raw(f"<blockquote expandable>{quote.render()}</blockquote>", quote.plain)
+
+
+def article_messages(passages: list[Passage]) -> list[str]:
+    """A whole article as one or more messages, split between paragraphs (or sentences)."""
+    if not passages:
+        return []
+    first = passages[0]
+    header = Html().text(first.title, "b")
+    if first.date:
+        header.text("\n").text(format_date(first.date), "i")
+    if first.url:
+        header.text("\n").raw(f'<a href="{escape(first.url)}">{escape("Source")}</a>', 6)
+    messages, current = [], Html().raw(header.render(), header.plain)
+    for piece in _pieces(passages):
+        if current.plain + telegram_length(piece) + 2 > MAX_LENGTH:
+            messages.append(current.render())
+            current = Html()
+        current.text(("\n\n" if current.parts else "") + piece)
+    messages.append(current.render())
+    return messages
+
+
+def _pieces(passages: list[Passage]) -> list[str]:
+    """Paragraph-sized texts, each short enough for one message."""
+    pieces: list[str] = []
+    for passage in passages:
+        if telegram_length(passage.text) <= MAX_LENGTH - 2:
+            pieces.append(passage.text)
+        else:
+            pieces.extend(s[: MAX_LENGTH - 2] for s in split_sentences(passage.text))
+    return pieces
+
+
+def plain_message(text: str) -> str:
+    """A sentence of the bot's own, escaped."""
+    return escape(text, quote=False)

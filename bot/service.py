@@ -1,0 +1,142 @@
+"""The question-answering service behind the bot: the current index, searched off the event loop.
+
+The index is reopened when a build has switched it (checked before every question, and on
+SIGHUP), so a rebuilt index is served without restarting the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from embeddings.encoder import Encoder, Vectors
+from embeddings.index import Hit, Index, current_generation
+from embeddings.passages import Passage
+from embeddings.search import Answer, Searcher
+
+log = logging.getLogger(__name__)
+
+# How many ranked passages a question keeps for paging with "More".
+RANKED = 30
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The passages ranked for one question, kept so later pages need no new search."""
+
+    question: str
+    query: Vectors
+    hits: list[Hit]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What the bot knows, for /start, /help and /about."""
+
+    articles: int
+    passages: int
+    first_date: dt.date | None
+    last_date: dt.date | None
+    model: str
+    built_at: str
+    examples: list[str]
+
+
+class QAService:
+    """Ranks passages for questions and picks their answering sentences."""
+
+    def __init__(self, index_dir: Path, encoder: Encoder, *, min_score: float = 0.25):
+        self.index_dir = index_dir
+        self.encoder = encoder
+        self.min_score = min_score
+        self._lock = threading.Lock()
+        self._searcher = Searcher(Index.load(index_dir, model=encoder.name), encoder)
+
+    @property
+    def index(self) -> Index:
+        return self._searcher.index
+
+    def reload_if_changed(self) -> bool:
+        """Switch to a newer index if a build has replaced it; True when it did."""
+        generation = current_generation(self.index_dir)
+        if generation is None or generation == self.index.generation:
+            return False
+        with self._lock:
+            if generation != self.index.generation:
+                self._searcher = Searcher(
+                    Index.load(self.index_dir, model=self.encoder.name), self.encoder
+                )
+                log.info("Switched to index %s (%d passages)", generation, len(self.index))
+        return True
+
+    async def rank(self, question: str) -> Ranking:
+        """The relevant passages for `question`, best first (empty when nothing is relevant)."""
+        return await asyncio.to_thread(self._rank, question)
+
+    def _rank(self, question: str) -> Ranking:
+        self.reload_if_changed()
+        searcher = self._searcher
+        query = searcher.encode_question(question)
+        hits = [hit for hit in searcher.rank(query, RANKED) if hit.score >= self.min_score]
+        return Ranking(question, query, hits)
+
+    async def answers(self, ranking: Ranking, start: int, count: int) -> list[Answer]:
+        """One page of a ranking, with each passage's answering sentence."""
+        page = ranking.hits[start : start + count]
+        return await asyncio.to_thread(self._searcher.answers, ranking.query, page)
+
+    def article(self, passage: Passage) -> list[Passage]:
+        """All passages of the passage's article in the current index (or just the passage)."""
+        if passage.article_id in self.index.articles:
+            return self.index.article_passages(passage.article_id)
+        return [passage]
+
+    def stats(self) -> Stats:
+        """Counts, date range, model and build time of the current index."""
+        index = self.index
+        dates = sorted(d for a in index.articles.values() if (d := a.get("date")))
+        return Stats(
+            articles=len(index.articles),
+            passages=len(index),
+            first_date=dt.date.fromisoformat(dates[0]) if dates else None,
+            last_date=dt.date.fromisoformat(dates[-1]) if dates else None,
+            model=index.model,
+            built_at=str(index.meta.get("built_at", "")),
+            examples=example_questions(index),
+        )
+
+
+# Runs of two to four capitalised words, e.g. "Jiang Hui" or "Propaganda Department".
+_NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+(?:of\s+(?:the\s+)?)?[A-Z][\w'-]+){1,3}\b")
+_LEADING = re.compile(r"^(?:The|A|An|This|These|In|On|At|With|By|For)\s+")
+
+
+def example_questions(index: Index, count: int = 3) -> list[str]:
+    """Questions the articles can answer: about names in them (newest articles first, taking
+    turns), or about an article's title where it has no names."""
+    newest = sorted(index.articles, key=lambda a: index.articles[a].get("date") or "", reverse=True)
+    per_article = [
+        [*_names(index, article_id), f"\u201c{index.articles[article_id]['title']}\u201d"]
+        for article_id in newest
+    ]
+    turns = (s for round_ in itertools.zip_longest(*per_article) for s in round_ if s)
+    subjects = list(dict.fromkeys(turns))[:count]
+    return [f"What do the articles say about {subject}?" for subject in subjects]
+
+
+def _names(index: Index, article_id: str) -> list[str]:
+    """Distinct multi-word names in an article that are not just words of its title."""
+    title_words = set(index.articles[article_id]["title"].split())
+    found = (
+        _LEADING.sub("", name)
+        for passage in index.article_passages(article_id)
+        for name in _NAME.findall(passage.text)
+    )
+    names = [n for n in dict.fromkeys(found) if " " in n and not set(n.split()) <= title_words]
+    return sorted(names, key=lambda name: len(name.split()) != 2)

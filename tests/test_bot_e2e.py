@@ -1,0 +1,373 @@
+"""The bot end to end: the real PTB Application over HTTP against a local Bot API server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from telegram.ext import Application
+
+from bot.app import build_application
+from bot.handlers import EXPIRED, NOT_ALLOWED, NOT_FOUND, NOT_TEXT, Handlers
+from bot.logs import redact
+from bot.memory import ExpiringStore, RateLimiter
+from bot.service import QAService
+from embeddings.articles import read_articles
+from embeddings.encoder import Vectors
+from embeddings.index import build_index
+from tests.conftest import FakeEncoder, write_article
+from tests.telegram_server import SentMessage, TelegramServer
+
+ALICE, BOB = 1001, 1002
+GROUP = -100500
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowEncoder(FakeEncoder):
+    """Takes a second over questions containing "slowly", to show questions run concurrently."""
+
+    def encode_queries(self, texts: Sequence[str]) -> Vectors:
+        if any("slowly" in text for text in texts):
+            time.sleep(1.0)
+        return super().encode_queries(texts)
+
+
+@dataclass
+class Bot:
+    """A running bot and the server it talks to."""
+
+    server: TelegramServer
+    handlers: Handlers
+    application: Application  # type: ignore[type-arg]
+    data_dir: Path
+    index_dir: Path
+    clock: Clock
+
+    async def ask(self, chat_id: int, text: str, **kwargs: object) -> SentMessage:
+        """Send a message and return the bot's next message in that chat."""
+        before = len(self.server.messages(chat_id))
+        self.server.user_message(chat_id, text, **kwargs)  # type: ignore[arg-type]
+        return (await self.server.wait_for_messages(chat_id, before + 1, timeout=10))[before]
+
+
+def _news(data_dir: Path) -> None:
+    write_article(data_dir, "rain.txt", "Heavy rain floods the valley",
+                  "Heavy rain flooded the valley villages on Monday and the roads were closed to traffic for three days.",
+                  "The mayor said the river rose two metres overnight and that rescue teams evacuated four hundred people.",
+                  date="2024-05-02")  # fmt: skip
+    write_article(data_dir, "cup.txt", "Local team wins the cup",
+                  "The local football team won the cup final after a penalty shootout in front of a packed stadium.",
+                  date="2024-06-10")  # fmt: skip
+
+
+async def _start(
+    server: TelegramServer,
+    data_dir: Path,
+    index_dir: Path,
+    encoder: FakeEncoder,
+    **handler_args: object,
+) -> tuple[Handlers, Application]:  # type: ignore[type-arg]
+    build_index(read_articles(data_dir).articles, encoder, index_dir)
+    handlers = Handlers(QAService(index_dir, encoder, min_score=0.1), **handler_args)  # type: ignore[arg-type]
+    application = build_application(server.token, handlers, base_url=server.base_url)
+    await application.initialize()
+    assert application.post_init is not None
+    await application.post_init(application)
+    await application.start()
+    assert application.updater is not None
+    await application.updater.start_polling(poll_interval=0.0, timeout=1)
+    return handlers, application
+
+
+async def _stop(application: Application) -> None:  # type: ignore[type-arg]
+    assert application.updater is not None
+    await application.updater.stop()
+    await application.stop()
+    await application.shutdown()
+
+
+@pytest.fixture
+async def bot(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Bot]:
+    """A polling bot over the seed article plus two short ones, with a hand-moved clock."""
+    _news(data_dir)
+    options = getattr(request, "param", {})
+    clock = Clock()
+    async with TelegramServer() as server:
+        handlers, application = await _start(
+            server, data_dir, tmp_path / "index", options.get("encoder", FakeEncoder()),
+            allowed_chats=options.get("allowed", frozenset()),
+            limiter=RateLimiter(options.get("limit", 0), 60, clock),
+            pages=ExpiringStore(capacity=100, ttl=600, clock=clock),
+        )  # fmt: skip
+        yield Bot(server, handlers, application, data_dir, tmp_path / "index", clock)
+        await _stop(application)
+
+
+async def test_private_question_quotes_the_right_article(bot: Bot) -> None:
+    """A question is answered with the matching article's title, date and bold sentence."""
+    reply = await bot.ask(ALICE, "How far did the river rise overnight?")
+    assert reply.text.startswith("1. Heavy rain floods the valley\n2 May 2024\n")
+    assert (
+        reply.entities_of("bold")[1]
+        == "The mayor said the river rose two metres overnight and that rescue teams evacuated four hundred people."
+    )
+    assert "rescue teams" in reply.entities_of("expandable_blockquote")[0]
+    assert (ALICE, "typing") in bot.server.chat_actions
+    assert reply.parse_mode == "HTML"
+
+
+async def test_one_passage_per_article_until_articles_run_out(bot: Bot) -> None:
+    """The first page quotes three different articles before any second passage of one."""
+    reply = await bot.ask(ALICE, "rain river valley football cup party session")
+    titles = re.findall(r"^\d\. (.+)$", reply.text, flags=re.MULTILINE)
+    assert len(titles) == len(set(titles)) == 3
+
+
+async def test_start_and_help_describe_the_articles_with_examples(bot: Bot) -> None:
+    """/start names the article count, date range and three example questions; menu is set."""
+    reply = await bot.ask(ALICE, "/start")
+    assert "3 news articles (9 July 2023 to 10 June 2024)" in reply.text
+    assert len(re.findall(r"^• ", reply.text, flags=re.MULTILINE)) == 3
+    assert [c["command"] for c in bot.server.commands] == ["start", "help", "ask", "about"]
+    assert (await bot.ask(ALICE, "/help")).text == reply.text
+    about = await bot.ask(ALICE, "/about")
+    assert "Articles: 3\nPassages: 10\nModel: fake-encoder" in about.text
+
+
+async def test_more_pages_in_place_and_back(bot: Bot) -> None:
+    """ "More" edits the answer to the next passages; "Back" returns to the first."""
+    reply = await bot.ask(ALICE, "party building session rain cup")
+    more = next(b["callback_data"] for b in reply.buttons if b["text"] == "More »")
+    bot.server.press_button(ALICE, reply.message_id, more)
+    await bot.server.wait_for(lambda: bot.server.messages(ALICE)[-1].text.startswith("4. "))
+    edited = bot.server.messages(ALICE)[-1]
+    assert edited.message_id == reply.message_id
+    back = next(b["callback_data"] for b in edited.buttons if b["text"] == "« Back")
+    bot.server.press_button(ALICE, reply.message_id, back)
+    await bot.server.wait_for(lambda: bot.server.messages(ALICE)[-1].text.startswith("1. "))
+
+
+async def test_whole_article_arrives_in_full(bot: Bot) -> None:
+    """ "Whole article" sends the article's title, date and every paragraph."""
+    reply = await bot.ask(ALICE, "Who held the press conference about the plenary session?")
+    first_article = next(b["callback_data"] for b in reply.buttons if b["text"] == "Article 1")
+    bot.server.press_button(ALICE, reply.message_id, first_article)
+    [article] = (await bot.server.wait_for_messages(ALICE, 2))[1:]
+    assert article.text.startswith("Chongqing Holds Third Plenary Session")
+    assert "Jiang Hui, member of the Standing Committee" in article.text
+    assert article.text.endswith("in the new era and new journey.")
+    assert "Share this" not in article.text
+
+
+async def test_expired_button_answers_with_a_notice(bot: Bot) -> None:
+    """A button whose answer has expired gets a short callback notice, not an error."""
+    reply = await bot.ask(ALICE, "heavy rain")
+    bot.clock.now += 601
+    bot.server.press_button(ALICE, reply.message_id, reply.callback_data[0])
+    await bot.server.wait_for(lambda: bool(bot.server.callback_answers))
+    assert bot.server.callback_answers[-1].get("text") == EXPIRED
+    assert len(bot.server.messages(ALICE)) == 1
+
+
+async def test_group_chatter_is_ignored_but_mentions_and_ask_are_answered(bot: Bot) -> None:
+    """In a group the bot answers only when mentioned, replied to, or asked with /ask."""
+    bot.server.user_message(GROUP, "heavy rain in the valley", chat_type="group")
+    bot.server.user_sticker(GROUP, chat_type="group")
+    mention = await bot.ask(
+        GROUP, f"{bot.server.bot_mention} heavy rain in the valley?", chat_type="group"
+    )
+    assert mention.text.startswith("1. Heavy rain floods the valley")
+    assert len(bot.server.messages(GROUP)) == 1  # the plain message and sticker got nothing
+    asked = await bot.ask(GROUP, "/ask who won the cup final", chat_type="group")
+    assert asked.text.startswith("1. Local team wins the cup")
+    replied = await bot.ask(
+        GROUP,
+        "what about the penalty shootout at the cup final?",
+        chat_type="group",
+        reply_to_message_id=asked.message_id,
+    )
+    assert replied.text.startswith("1. Local team wins the cup")
+
+
+async def test_sticker_gets_one_line_and_edits_are_ignored(bot: Bot) -> None:
+    """Non-text messages get one explaining line; edited messages get nothing."""
+    bot.server.user_sticker(ALICE)
+    [reply] = await bot.server.wait_for_messages(ALICE, 1)
+    assert reply.text == NOT_TEXT
+    question = bot.server.user_message(ALICE, "heavy rain")
+    await bot.server.wait_for_messages(ALICE, 2)
+    bot.server.user_edits(ALICE, question["message"]["message_id"], "who won the cup")
+    await asyncio.sleep(1.0)
+    assert len(bot.server.messages(ALICE)) == 2
+
+
+async def test_nothing_relevant_says_so(bot: Bot) -> None:
+    """A question matching nothing gets one plain sentence instead of unrelated quotes."""
+    reply = await bot.ask(ALICE, "zyxxy quantum marmalade?")
+    assert reply.text == NOT_FOUND
+
+
+async def test_empty_question_gets_an_example(bot: Bot) -> None:
+    """`/ask` with nothing after it asks for words and shows an example question."""
+    reply = await bot.ask(ALICE, "/ask")
+    assert reply.text.startswith("Please ask a question in words, for example: What do")
+
+
+@pytest.mark.parametrize("bot", [{"limit": 2}], indirect=True)
+async def test_rate_limit_answers_with_the_wait(bot: Bot) -> None:
+    """Past the per-user limit, the bot says how long to wait instead of queueing."""
+    await bot.ask(ALICE, "heavy rain")
+    await bot.ask(ALICE, "the cup")
+    refused = await bot.ask(ALICE, "the mayor")
+    assert refused.text == "Too many questions; please try again in 60 s."
+    assert (await bot.ask(BOB, "the mayor")).text.startswith("1. ")
+
+
+@pytest.mark.parametrize("bot", [{"allowed": frozenset({ALICE, BOB})}], indirect=True)
+async def test_disallowed_chat_and_its_buttons_are_refused(bot: Bot) -> None:
+    """Chats outside the allowed list get a refusal, for messages and button presses alike."""
+    assert (await bot.ask(2002, "heavy rain")).text == NOT_ALLOWED
+    reply = await bot.ask(BOB, "heavy rain")
+    bot.handlers.allowed_chats = frozenset({ALICE})
+    bot.server.press_button(BOB, reply.message_id, reply.callback_data[0])
+    await bot.server.wait_for(lambda: bool(bot.server.callback_answers))
+    assert bot.server.callback_answers[-1].get("text") == NOT_ALLOWED
+    assert len(bot.server.messages(BOB)) == 1
+
+
+@pytest.mark.parametrize("bot", [{"encoder": SlowEncoder()}], indirect=True)
+async def test_a_slow_question_does_not_stall_another_user(bot: Bot) -> None:
+    """Two users ask at once; the quick question is answered while the slow one is searched."""
+    bot.server.user_message(ALICE, "slowly: heavy rain in the valley")
+    await asyncio.sleep(0.2)
+    bot.server.user_message(BOB, "who won the cup")
+    await bot.server.wait_for_messages(ALICE, 1, timeout=10)
+    await bot.server.wait_for_messages(BOB, 1, timeout=10)
+    alice, bob = bot.server.messages(ALICE)[0], bot.server.messages(BOB)[0]
+    assert alice.text.startswith("1. Heavy rain") and bob.text.startswith("1. Local team")
+    assert bob.date <= alice.date and bob.message_id <= alice.message_id + 1
+    assert bot.server.calls.index(("sendMessage", bob.params)) < bot.server.calls.index(
+        ("sendMessage", alice.params)
+    )
+
+
+async def test_over_long_answer_is_trimmed_to_fit(bot: Bot) -> None:
+    """Three very long matching passages are trimmed at sentences so Telegram accepts the reply."""
+    for name in ("a", "b", "c"):
+        sentences = [
+            f"Sentence {i} talks about the harbour crane strike at length." for i in range(24)
+        ]
+        write_article(bot.data_dir, f"{name}.txt", f"Harbour {name}", " ".join(sentences))
+    build_index(read_articles(bot.data_dir).articles, bot.handlers.service.encoder, bot.index_dir)
+    reply = await bot.ask(ALICE, "harbour crane strike")
+    assert len(reply.text.encode("utf-16-le")) // 2 <= 4096
+    assert reply.text.count("Harbour") == 3
+    assert "\u2026" in reply.text
+
+
+async def test_rebuilt_index_is_served_without_restart(bot: Bot) -> None:
+    """An article added and indexed while the bot runs is found by the next question."""
+    assert "Volcano" not in (await bot.ask(ALICE, "volcano eruption ash cloud")).text
+    write_article(
+        bot.data_dir,
+        "volcano.txt",
+        "Volcano erupts",
+        "The volcano eruption sent an ash cloud over the island and flights were cancelled.",
+    )
+    build_index(read_articles(bot.data_dir).articles, bot.handlers.service.encoder, bot.index_dir)
+    assert (await bot.ask(ALICE, "volcano eruption ash cloud")).text.startswith("1. Volcano erupts")
+
+
+async def test_failure_is_reported_and_the_bot_keeps_running(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When sending fails, the user gets one sentence, the log the traceback, and polling goes on."""
+    bot.server.fail_next("sendMessage", status=400, description="Bad Request: chat not found")
+    reply = await bot.ask(ALICE, "heavy rain")
+    assert reply.text == "Sorry, something went wrong while answering. Please try again."
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
+    assert (await bot.ask(ALICE, "heavy rain")).text.startswith("1. Heavy rain")
+
+
+async def test_token_never_reaches_the_logs(bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    """With the CLI's redaction, even DEBUG logs of a whole exchange never contain the token."""
+    redact(bot.server.token)
+    caplog.set_level(logging.DEBUG)
+    await bot.ask(ALICE, "heavy rain")
+    bot.server.fail_next("sendMessage", status=400, description="Bad Request: boom")
+    await bot.ask(ALICE, "the cup")
+    assert "/bot" in caplog.text or caplog.text  # something was logged
+    assert bot.server.token not in caplog.text
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_webhook_mode_checks_the_secret_token(data_dir: Path, tmp_path: Path) -> None:
+    """In webhook mode, updates without the right secret are rejected; the right one is answered."""
+    _news(data_dir)
+    async with TelegramServer() as server:
+        _, application = await _start(server, data_dir, tmp_path / "index", FakeEncoder())
+        assert application.updater is not None
+        await application.updater.stop()
+        port = _free_port()
+        await application.updater.start_webhook(
+            listen="127.0.0.1", port=port, url_path="telegram",
+            webhook_url=f"http://127.0.0.1:{port}/telegram", secret_token="s3cret-token",
+        )  # fmt: skip
+        update = {
+            "update_id": 1,
+            "message": {
+                "message_id": 1,
+                "date": int(time.time()),
+                "chat": {"id": ALICE, "type": "private"},
+                "from": {"id": ALICE, "is_bot": False, "first_name": "Ann"},
+                "text": "heavy rain",
+            },
+        }
+        assert await server.post_to_webhook(update, None) == 403
+        assert await server.post_to_webhook(update, "wrong") == 403
+        assert await server.post_to_webhook(update, "s3cret-token") == 200
+        [reply] = await server.wait_for_messages(ALICE, 1)
+        assert reply.text.startswith("1. Heavy rain floods the valley")
+        await _stop(application)
+
+
+@pytest.mark.model
+async def test_real_model_answers_the_seed_question_over_telegram(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """With the packaged model, the press-conference question quotes Jiang Hui's paragraph first."""
+    from embeddings.encoder import SentenceTransformerEncoder
+
+    async with TelegramServer() as server:
+        encoder = SentenceTransformerEncoder()
+        _, application = await _start(server, data_dir, tmp_path / "index", encoder)  # type: ignore[arg-type]
+        server.user_message(ALICE, "Who held the press conference about the plenary session?")
+        [reply] = await server.wait_for_messages(ALICE, 1, timeout=60)
+        await _stop(application)
+    assert reply.text.startswith("1. Chongqing Holds Third Plenary Session")
+    assert reply.entities_of("expandable_blockquote")[0].startswith(
+        "Jiang Hui, member of the Standing Committee"
+    )
+    assert "held a press conference on July 8" in reply.entities_of("bold")[1]
+    print(reply.raw_text)  # the exact HTML sent, shown with pytest -s
