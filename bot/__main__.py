@@ -1,0 +1,5 @@
+"""`python -m bot` runs the newsqa command line."""
+
+from bot.cli import main
+
+main()
