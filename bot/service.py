@@ -15,15 +15,18 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from embeddings.encoder import Encoder, Vectors
+from embeddings.encoder import Encoder
 from embeddings.index import Hit, Index, current_generation
+from embeddings.language import detect_language
 from embeddings.passages import Passage
-from embeddings.search import Answer, Searcher
+from embeddings.search import Answer, Query, Searcher
 
 log = logging.getLogger(__name__)
 
 # How many ranked passages a question keeps for paging with "More".
 RANKED = 30
+# multilingual-e5 scores crowd into 0.7-0.9; below this a passage is not an answer.
+MULTILINGUAL_MIN_SCORE = 0.8
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,13 @@ class Ranking:
     """The passages ranked for one question, kept so later pages need no new search."""
 
     question: str
-    query: Vectors
+    query: Query
     hits: list[Hit]
+
+    @property
+    def language(self) -> str:
+        """The question's language, for the bot's own sentences."""
+        return detect_language(self.question)
 
 
 @dataclass(frozen=True)
@@ -51,12 +59,26 @@ class Stats:
 class QAService:
     """Ranks passages for questions and picks their answering sentences."""
 
-    def __init__(self, index_dir: Path, encoder: Encoder, *, min_score: float = 0.25):
+    def __init__(
+        self,
+        index_dir: Path,
+        encoder: Encoder,
+        *,
+        min_score: float = 0.25,
+        multilingual: Encoder | None = None,
+        multilingual_min_score: float = MULTILINGUAL_MIN_SCORE,
+    ):
         self.index_dir = index_dir
         self.encoder = encoder
+        self.multilingual = multilingual
         self.min_score = min_score
+        self.multilingual_min_score = multilingual_min_score
         self._lock = threading.Lock()
-        self._searcher = Searcher(Index.load(index_dir, model=encoder.name), encoder)
+        self._searcher = self._open()
+
+    def _open(self) -> Searcher:
+        index = Index.load(self.index_dir, model=self.encoder.name)
+        return Searcher(index, self.encoder, self.multilingual)
 
     @property
     def index(self) -> Index:
@@ -69,9 +91,7 @@ class QAService:
             return False
         with self._lock:
             if generation != self.index.generation:
-                self._searcher = Searcher(
-                    Index.load(self.index_dir, model=self.encoder.name), self.encoder
-                )
+                self._searcher = self._open()
                 log.info("Switched to index %s (%d passages)", generation, len(self.index))
         return True
 
@@ -83,7 +103,8 @@ class QAService:
         self.reload_if_changed()
         searcher = self._searcher
         query = searcher.encode_question(question)
-        hits = [hit for hit in searcher.rank(query, RANKED) if hit.score >= self.min_score]
+        threshold = self.multilingual_min_score if query.multilingual else self.min_score
+        hits = [hit for hit in searcher.rank(query, RANKED) if hit.score >= threshold]
         return Ranking(question, query, hits)
 
     async def answers(self, ranking: Ranking, start: int, count: int) -> list[Answer]:

@@ -6,6 +6,7 @@ Layout of an index folder (plain files, readable without this library)::
     <generation>/vectors.npy      float32, one L2-normalised row per passage
     <generation>/passages.jsonl   one passage per line, in row order
     <generation>/meta.json        format version, model, dimension, count, article hashes
+    <generation>/vectors-multilingual.npy   optional: the same rows from a multilingual model
 
 A build writes a new generation in a temporary folder, renames it into place and only then
 points CURRENT at it, so a crash at any moment leaves the previous index whole.
@@ -45,6 +46,8 @@ FORMAT = "newsqa-index"
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 VECTORS, PASSAGES, META = "vectors.npy", "passages.jsonl", "meta.json"
+# The optional second matrix, from the multilingual model, for questions not in English.
+MULTILINGUAL_VECTORS = "vectors-multilingual.npy"
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +77,18 @@ class Index:
     """A loaded index: a (memory-mapped) matrix and the passages its rows belong to."""
 
     def __init__(
-        self, generation: str, vectors: Vectors, passages: list[Passage], meta: dict[str, Any]
+        self,
+        generation: str,
+        vectors: Vectors,
+        passages: list[Passage],
+        meta: dict[str, Any],
+        multilingual: Vectors | None = None,
     ):
         self.generation = generation
         self.vectors = vectors
         self.passages = passages
         self.meta = meta
+        self.multilingual = multilingual
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -90,14 +99,30 @@ class Index:
         return str(self.meta["model"])
 
     @property
+    def multilingual_model(self) -> str | None:
+        """The multilingual model of the second matrix, or None when there is none."""
+        return (
+            self.meta.get("multilingual", {}).get("model")
+            if self.multilingual is not None
+            else None
+        )
+
+    @property
     def articles(self) -> dict[str, dict[str, Any]]:
         """Per article id: its content hash, title, date, source and row range."""
         articles: dict[str, dict[str, Any]] = self.meta["articles"]
         return articles
 
-    def search(self, query: Vectors, k: int) -> list[Hit]:
-        """The `k` passages closest to a normalised query vector, best first."""
-        scores = self.vectors @ query
+    def search(self, query: Vectors, k: int, *, multilingual: bool = False) -> list[Hit]:
+        """The `k` passages closest to a normalised query vector, best first.
+
+        With `multilingual`, the query comes from the multilingual model and is matched
+        against the second matrix.
+        """
+        matrix = self.multilingual if multilingual else self.vectors
+        if matrix is None:
+            raise ModelMismatchError("This index has no multilingual vectors")
+        scores = matrix @ query
         return [Hit(self.passages[i], float(scores[i])) for i in top_k(scores, k)]
 
     def article_passages(self, article_id: str) -> list[Passage]:
@@ -146,24 +171,44 @@ def _read_generation(folder: Path) -> Index:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"unknown format {meta.get('format')!r} v{meta.get('version')!r}")
-        vectors = np.load(folder / VECTORS, mmap_mode="r", allow_pickle=False)
+        vectors = _open_matrix(folder / VECTORS, (meta["count"], meta["dimension"]))
+        multilingual = None
+        if "multilingual" in meta:
+            shape = (meta["count"], meta["multilingual"]["dimension"])
+            multilingual = _open_matrix(folder / MULTILINGUAL_VECTORS, shape)
         with (folder / PASSAGES).open(encoding="utf-8") as lines:
             passages = [Passage.from_json(json.loads(line)) for line in lines]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise IndexCorruptError(f"The index at {folder.parent} is damaged ({error})") from error
-    expected = (meta["count"], meta["dimension"])
-    if vectors.dtype != np.float32 or vectors.shape != expected or len(passages) != meta["count"]:
+    if len(passages) != meta["count"]:
         raise IndexCorruptError(
-            f"The index at {folder.parent} is damaged (vectors {vectors.shape} {vectors.dtype}, "
-            f"{len(passages)} passages, expected {expected} float32)"
+            f"The index at {folder.parent} is damaged ({len(passages)} passages, "
+            f"expected {meta['count']})"
         )
-    return Index(folder.name, vectors, passages, meta)
+    return Index(folder.name, vectors, passages, meta, multilingual)
+
+
+def _open_matrix(path: Path, shape: tuple[int, int]) -> Vectors:
+    """Memory-map a float32 matrix, insisting on the shape meta.json promises."""
+    matrix: Vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+    if matrix.dtype != np.float32 or matrix.shape != shape:
+        raise ValueError(f"{path.name} is {matrix.shape} {matrix.dtype}, expected {shape} float32")
+    return matrix
 
 
 def build_index(
-    articles: Sequence[Article], encoder: Encoder, path: Path, *, progress: bool = False
+    articles: Sequence[Article],
+    encoder: Encoder,
+    path: Path,
+    *,
+    multilingual: Encoder | None = None,
+    progress: bool = False,
 ) -> BuildReport:
-    """Bring the index at `path` up to date with `articles`, embedding only what changed."""
+    """Bring the index at `path` up to date with `articles`, embedding only what changed.
+
+    With `multilingual`, a second matrix from that encoder is kept alongside, under the same
+    incremental rules; without it, an existing second matrix is dropped.
+    """
     if not articles:
         raise NoArticlesError("There are no articles to index")
     started = time.perf_counter()
@@ -172,10 +217,22 @@ def build_index(
         previous = _previous_index(path, encoder.name)
         plan = _plan(articles, previous, encoder)
         removed = len(previous.articles.keys() - {a.id for a in articles}) if previous else 0
-        written = previous is None or removed > 0 or plan.embedded > 0
+        old_multilingual = previous.multilingual_model if previous else None
+        new_multilingual = multilingual.name if multilingual else None
+        written = (
+            previous is None or removed > 0 or plan.embedded > 0
+            or old_multilingual != new_multilingual
+        )  # fmt: skip
         if written:
-            vectors = plan.assemble(encoder.encode_passages(plan.texts_to_embed, progress=progress))
-            _write_generation(path, vectors, plan.passages, _meta(encoder, articles, plan))
+            new_rows = _embed(encoder, plan.texts_to_embed, progress)
+            matrices = {VECTORS: plan.assemble(previous.vectors if previous else None, new_rows)}
+            meta = _meta(encoder, articles, plan)
+            if multilingual:
+                matrices[MULTILINGUAL_VECTORS] = _multilingual_matrix(
+                    plan, previous, multilingual, progress
+                )
+                meta["multilingual"] = {"model": multilingual.name}
+            _write_generation(path, matrices, plan.passages, meta)
     return BuildReport(
         articles=len(articles),
         passages=len(plan.passages),
@@ -185,6 +242,23 @@ def build_index(
         written=written,
         seconds=time.perf_counter() - started,
     )
+
+
+def _multilingual_matrix(
+    plan: _Plan, previous: Index | None, encoder: Encoder, progress: bool
+) -> Vectors:
+    """The second matrix: reused rows where the previous one came from the same model."""
+    if previous is not None and previous.multilingual_model == encoder.name:
+        return plan.assemble(previous.multilingual, _embed(encoder, plan.texts_to_embed, progress))
+    texts = [passage.embedding_text for passage in plan.passages]
+    return encoder.encode_passages(texts, progress=progress)
+
+
+def _embed(encoder: Encoder, texts: list[str], progress: bool) -> Vectors:
+    """Embed `texts`; with none, the model is not even loaded."""
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return encoder.encode_passages(texts, progress=progress)
 
 
 @contextmanager
@@ -216,7 +290,8 @@ class _Plan:
         self.passages: list[Passage] = []
         self.rows: list[dict[str, Any]] = []  # per article: its rows in the new matrix
         self.texts_to_embed: list[str] = []
-        self._sources: list[tuple[Vectors | None, int]] = []  # (old matrix or None, row)
+        self._reused: list[tuple[int, int]] = []  # (new row, row in the previous matrix)
+        self._new: list[int] = []  # new rows, in the order of `texts_to_embed`
 
     @property
     def embedded(self) -> int:
@@ -224,29 +299,30 @@ class _Plan:
 
     def reuse(self, previous: Index, article_id: str) -> None:
         first, count = previous.articles[article_id]["rows"]
-        self._add(previous.passages[first : first + count])
-        self._sources.extend((previous.vectors, first + i) for i in range(count))
+        start = self._add(previous.passages[first : first + count])
+        self._reused.extend((start + i, first + i) for i in range(count))
 
     def embed(self, passages: list[Passage]) -> None:
-        self._add(passages)
-        start = len(self.texts_to_embed)
+        start = self._add(passages)
         self.texts_to_embed.extend(p.embedding_text for p in passages)
-        self._sources.extend((None, start + i) for i in range(len(passages)))
+        self._new.extend(range(start, start + len(passages)))
 
-    def _add(self, passages: list[Passage]) -> None:
-        self.rows.append({"rows": [len(self.passages), len(passages)]})
+    def _add(self, passages: list[Passage]) -> int:
+        start = len(self.passages)
+        self.rows.append({"rows": [start, len(passages)]})
         self.passages.extend(passages)
+        return start
 
-    def assemble(self, new_vectors: Vectors) -> Vectors:
-        """The full matrix: reused rows copied from the old matrix, new rows from `new_vectors`."""
-        dimension = new_vectors.shape[1] if len(new_vectors) else self._old_dimension()
-        matrix = np.empty((len(self._sources), dimension), dtype=np.float32)
-        for row, (old, source_row) in enumerate(self._sources):
-            matrix[row] = new_vectors[source_row] if old is None else old[source_row]
+    def assemble(self, previous: Vectors | None, new_vectors: Vectors) -> Vectors:
+        """The full matrix: reused rows copied from `previous`, the others from `new_vectors`."""
+        source = previous if previous is not None and len(previous) else new_vectors
+        matrix = np.empty((len(self.passages), source.shape[1]), dtype=np.float32)
+        if self._reused and previous is not None:
+            new_rows, old_rows = np.array(self._reused).T
+            matrix[new_rows] = previous[old_rows]
+        if self._new:
+            matrix[self._new] = new_vectors
         return matrix
-
-    def _old_dimension(self) -> int:
-        return next(int(old.shape[1]) for old, _ in self._sources if old is not None)
 
 
 def _plan(articles: Sequence[Article], previous: Index | None, encoder: Encoder) -> _Plan:
@@ -278,8 +354,7 @@ def _meta(encoder: Encoder, articles: Sequence[Article], plan: _Plan) -> dict[st
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "model": encoder.name,
-        "max_tokens": encoder.max_tokens,
-        "dimension": None,  # filled in by _write_generation from the matrix itself
+        "dimension": None,  # filled in by _write_generation from the matrices themselves
         "count": len(plan.passages),
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "articles": described,
@@ -287,16 +362,19 @@ def _meta(encoder: Encoder, articles: Sequence[Article], plan: _Plan) -> dict[st
 
 
 def _write_generation(
-    path: Path, vectors: Vectors, passages: list[Passage], meta: dict[str, Any]
+    path: Path, matrices: dict[str, Vectors], passages: list[Passage], meta: dict[str, Any]
 ) -> None:
     """Write a complete new generation, then switch CURRENT to it in one atomic rename."""
-    meta = {**meta, "dimension": int(vectors.shape[1])}
+    meta = {**meta, "dimension": int(matrices[VECTORS].shape[1])}
+    if MULTILINGUAL_VECTORS in matrices:
+        meta["multilingual"]["dimension"] = int(matrices[MULTILINGUAL_VECTORS].shape[1])
     name = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     staging = path / f".build-{name}"
     staging.mkdir()
-    with (staging / VECTORS).open("wb") as file:
-        np.save(file, vectors, allow_pickle=False)
-        _sync(file.fileno())
+    for filename, matrix in matrices.items():
+        with (staging / filename).open("wb") as file:
+            np.save(file, matrix, allow_pickle=False)
+            _sync(file.fileno())
     lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in passages)
     _write_synced(staging / PASSAGES, lines)
     _write_synced(staging / META, json.dumps(meta, ensure_ascii=False, indent=1))

@@ -15,9 +15,10 @@ import pytest
 from telegram.ext import Application
 
 from bot.app import build_application
-from bot.handlers import EXPIRED, NOT_ALLOWED, NOT_FOUND, NOT_TEXT, Handlers
+from bot.handlers import Handlers
 from bot.logs import redact
 from bot.memory import ExpiringStore, RateLimiter
+from bot.messages import say
 from bot.service import QAService
 from embeddings.articles import read_articles
 from embeddings.encoder import Vectors
@@ -181,7 +182,7 @@ async def test_expired_button_answers_with_a_notice(bot: Bot) -> None:
     bot.clock.now += 601
     bot.server.press_button(ALICE, reply.message_id, reply.callback_data[0])
     await bot.server.wait_for(lambda: bool(bot.server.callback_answers))
-    assert bot.server.callback_answers[-1].get("text") == EXPIRED
+    assert bot.server.callback_answers[-1].get("text") == say("expired")
     assert len(bot.server.messages(ALICE)) == 1
 
 
@@ -209,7 +210,7 @@ async def test_sticker_gets_one_line_and_edits_are_ignored(bot: Bot) -> None:
     """Non-text messages get one explaining line; edited messages get nothing."""
     bot.server.user_sticker(ALICE)
     [reply] = await bot.server.wait_for_messages(ALICE, 1)
-    assert reply.text == NOT_TEXT
+    assert reply.text == say("not_text")
     question = bot.server.user_message(ALICE, "heavy rain")
     await bot.server.wait_for_messages(ALICE, 2)
     bot.server.user_edits(ALICE, question["message"]["message_id"], "who won the cup")
@@ -220,7 +221,16 @@ async def test_sticker_gets_one_line_and_edits_are_ignored(bot: Bot) -> None:
 async def test_nothing_relevant_says_so(bot: Bot) -> None:
     """A question matching nothing gets one plain sentence instead of unrelated quotes."""
     reply = await bot.ask(ALICE, "zyxxy quantum marmalade?")
-    assert reply.text == NOT_FOUND
+    assert reply.text == say("not_found")
+
+
+async def test_bot_sentences_follow_the_question_language(bot: Bot) -> None:
+    """A Russian question that finds nothing is told so in Russian; other lines follow the user."""
+    reply = await bot.ask(ALICE, "Какая погода будет завтра в Москве?")
+    assert reply.text == say("not_found", "ru")
+    bot.server.user_sticker(BOB)
+    [line] = await bot.server.wait_for_messages(BOB, 1)
+    assert line.text == say("not_text", "en")
 
 
 async def test_empty_question_gets_an_example(bot: Bot) -> None:
@@ -242,12 +252,12 @@ async def test_rate_limit_answers_with_the_wait(bot: Bot) -> None:
 @pytest.mark.parametrize("bot", [{"allowed": frozenset({ALICE, BOB})}], indirect=True)
 async def test_disallowed_chat_and_its_buttons_are_refused(bot: Bot) -> None:
     """Chats outside the allowed list get a refusal, for messages and button presses alike."""
-    assert (await bot.ask(2002, "heavy rain")).text == NOT_ALLOWED
+    assert (await bot.ask(2002, "heavy rain")).text == say("not_allowed")
     reply = await bot.ask(BOB, "heavy rain")
     bot.handlers.allowed_chats = frozenset({ALICE})
     bot.server.press_button(BOB, reply.message_id, reply.callback_data[0])
     await bot.server.wait_for(lambda: bool(bot.server.callback_answers))
-    assert bot.server.callback_answers[-1].get("text") == NOT_ALLOWED
+    assert bot.server.callback_answers[-1].get("text") == say("not_allowed")
     assert len(bot.server.messages(BOB)) == 1
 
 

@@ -37,7 +37,7 @@ ERRORS = [
     (["index", "--data", "{empty}"], None, "No readable articles in"),
     (["index", "--data", "{missing}"], None, "does not exist; put article files"),
     (["ask", "anything", "--index", "{missing}"], None, "No index at"),
-    (["ask", "   ", "--index", "{index}"], None, "The question is empty; ask something, e.g."),
+    (["ask", "   ", "--index", "{index}"], None, "The question has no words; ask something, e.g."),
     (
         ["ask", "q", "--index", "{index}", "--model", "other/model"],
         None,
@@ -45,6 +45,8 @@ ERRORS = [
     ),
     (["ask", "q", "--index", "{index}"], _corrupt, "is damaged"),
     (["chat", "--index", "{missing}"], None, "build one with: newsqa index"),
+    (["bot", "--index", "{missing}"], None, "No bot token; set TELEGRAM_BOT_TOKEN"),
+    (["bot", "--token", "1:x", "--index", "{missing}"], None, "No index at"),
 ]
 
 
@@ -66,6 +68,14 @@ def test_bad_input_is_one_sentence_naming_the_fix(
     assert message in output
     assert "Traceback" not in output
     assert output.strip().startswith("Error:") and len(output.strip().splitlines()) == 1
+
+
+def test_bad_allowed_chats_is_a_usage_error() -> None:
+    """A chat list that is not numbers is refused before anything loads, naming the option."""
+    code, output = _invoke("bot", "--token", "1:x", "--allowed-chats", "12,abc")
+    assert code == 2
+    assert "Invalid value for '--allowed-chats'" in output
+    assert "'12,abc' is not a comma-separated list of chat ids" in output
 
 
 def test_skipped_files_are_named_and_the_build_goes_on(data_dir: Path, tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def test_search_returns_best_passage_first(
     _add_articles(data_dir)
     index = _build(data_dir, tmp_path / "index", encoder)
     hits = Searcher(index, encoder).rank(
-        encoder.encode_queries(["rain flooded the valley villages"])[0], 3
+        Searcher(index, encoder).encode_question("rain flooded the valley villages"), 3
     )
     assert hits[0].passage.article_id == "rain"
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
