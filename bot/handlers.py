@@ -12,6 +12,7 @@ from telegram import (
     Message,
     MessageEntity,
     Update,
+    User,
 )
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.ext import ApplicationHandlerStop, ContextTypes
@@ -43,7 +44,7 @@ class Handlers:
         if not self.allowed_chats or chat is None or chat.id in self.allowed_chats:
             return
         log.info("Refused an update from chat %s", chat.id)
-        refusal = say("not_allowed", _user_language(update))
+        refusal = say("not_allowed", _language(update.effective_user))
         if update.callback_query:
             await update.callback_query.answer(refusal)
         elif update.message and chat.type == ChatType.PRIVATE:
@@ -90,41 +91,43 @@ class Handlers:
         if message and (
             message.chat.type == ChatType.PRIVATE or _addressed(message, context.bot.username)
         ):
-            await message.reply_text(say("not_text", _user_language(update)))
+            await message.reply_text(say("not_text", _language(update.effective_user)))
 
     async def page(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The "More" / "Back" buttons: show another page of the same answer in place."""
+        if pressed := await self._pressed(update):
+            message, ranking, key, number = pressed
+            text, keyboard = await self._page(ranking, key, number)
+            await message.edit_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+
+    async def article(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The "Whole article" button: send the article, in as many messages as it needs."""
+        if pressed := await self._pressed(update):
+            message, ranking, _, position = pressed
+            passages = self.service.article(ranking.hits[position].passage)
+            for text in article_messages(passages):
+                await message.reply_text(text, parse_mode=ParseMode.HTML)
+
+    async def _pressed(self, update: Update) -> tuple[Message, Ranking, str, int] | None:
+        """A button press: its message, answer, key and number; None once the answer expired."""
         query = update.callback_query
         assert query is not None and query.data is not None
         _, key, number = query.data.split(":")
         ranking = self.pages.get(key)
         if ranking is None or not isinstance(query.message, Message):
-            await query.answer(say("expired", _user_language(update)))
-            return
+            await query.answer(say("expired", _language(update.effective_user)))
+            return None
         await query.answer()
-        text, keyboard = await self._page(ranking, key, int(number))
-        await query.message.edit_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
-
-    async def article(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """The "Whole article" button: send the article, in as many messages as it needs."""
-        query = update.callback_query
-        assert query is not None and query.data is not None
-        _, key, position = query.data.split(":")
-        ranking = self.pages.get(key)
-        if ranking is None or not isinstance(query.message, Message):
-            await query.answer(say("expired", _user_language(update)))
-            return
-        await query.answer()
-        passages = self.service.article(ranking.hits[int(position)].passage)
-        for text in article_messages(passages):
-            await query.message.reply_text(text, parse_mode=ParseMode.HTML)
+        return query.message, ranking, key, int(number)
 
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log the traceback and tell the user one short sentence; the bot keeps running."""
         log.error("Error while handling an update", exc_info=context.error)
         if isinstance(update, Update) and update.effective_message:
             try:
-                await update.effective_message.reply_text(say("failed", _user_language(update)))
+                await update.effective_message.reply_text(
+                    say("failed", _language(update.effective_user))
+                )
             except Exception:  # the API may be what failed; the log already has the story
                 log.warning("Could not tell the user about the error", exc_info=True)
 
@@ -133,7 +136,7 @@ class Handlers:
     ) -> None:
         """Rate-limit, search off the event loop, and reply with the first page of passages."""
         user_id = message.from_user.id if message.from_user else message.chat.id
-        language = detect_language(question) if question.strip() else _language(message)
+        language = detect_language(question) if question.strip() else _language(message.from_user)
         wait = self.limiter.retry_after(user_id)
         if wait > 0:
             await message.reply_text(say("too_many", language, seconds=max(1, round(wait))))
@@ -205,15 +208,9 @@ def _keyboard(
     return InlineKeyboardMarkup([row for row in (articles, paging) if row])
 
 
-def _user_language(update: Update) -> str:
-    """The language Telegram reports for the user behind an update."""
-    user = update.effective_user
+def _language(user: User | None) -> str:
+    """The language Telegram reports for a user (English when unknown)."""
     return language_of(user.language_code) if user else ENGLISH
-
-
-def _language(message: Message) -> str:
-    """The language Telegram reports for a message's sender."""
-    return language_of(message.from_user.language_code) if message.from_user else ENGLISH
 
 
 def _addressed(message: Message, username: str) -> bool:
