@@ -142,6 +142,7 @@ def example_questions(index: Index, count: int = 3) -> list[str]:
     """Questions the articles can answer: about names in them (newest articles first, taking
     turns), or about an article's title where it has no names."""
     newest = sorted(index.articles, key=lambda a: index.articles[a].get("date") or "", reverse=True)
+    newest = newest[:count]  # reading every article would make /start slow on a large archive
     per_article = [
         [*_names(index, article_id), f"\u201c{index.articles[article_id]['title']}\u201d"]
         for article_id in newest

@@ -5,6 +5,7 @@ Layout of an index folder (plain files, readable without this library)::
     CURRENT                 the name of the generation in use (replaced atomically)
     <generation>/vectors.npy      float32, one L2-normalised row per passage
     <generation>/passages.jsonl   one passage per line, in row order
+    <generation>/passages.offsets.npy   int64 byte offset of each line (and of the end)
     <generation>/meta.json        format version, model, dimension, count, article hashes
     <generation>/vectors-multilingual.npy   optional: the same rows from a multilingual model
 
@@ -41,11 +42,13 @@ from embeddings.errors import (
     NoArticlesError,
 )
 from embeddings.passages import Passage, split_article
+from embeddings.store import PassageStore, passages_file
 
 FORMAT = "newsqa-index"
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 VECTORS, PASSAGES, META = "vectors.npy", "passages.jsonl", "meta.json"
+OFFSETS = "passages.offsets.npy"  # byte offset of each passages.jsonl line, and the end
 # The optional second matrix, from the multilingual model, for questions not in English.
 MULTILINGUAL_VECTORS = "vectors-multilingual.npy"
 
@@ -80,7 +83,7 @@ class Index:
         self,
         generation: str,
         vectors: Vectors,
-        passages: list[Passage],
+        passages: Sequence[Passage],
         meta: dict[str, Any],
         multilingual: Vectors | None = None,
     ):
@@ -128,7 +131,7 @@ class Index:
     def article_passages(self, article_id: str) -> list[Passage]:
         """All passages of one article, in reading order."""
         first, count = self.articles[article_id]["rows"]
-        return self.passages[first : first + count]
+        return list(self.passages[first : first + count])
 
     @classmethod
     def load(cls, path: Path, *, model: str | None = None) -> Index:
@@ -176,8 +179,8 @@ def _read_generation(folder: Path) -> Index:
         if "multilingual" in meta:
             shape = (meta["count"], meta["multilingual"]["dimension"])
             multilingual = _open_matrix(folder / MULTILINGUAL_VECTORS, shape)
-        with (folder / PASSAGES).open(encoding="utf-8") as lines:
-            passages = [Passage.from_json(json.loads(line)) for line in lines]
+        offsets = np.load(folder / OFFSETS, allow_pickle=False)
+        passages = PassageStore(folder / PASSAGES, offsets)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise IndexCorruptError(f"The index at {folder.parent} is damaged ({error})") from error
     if len(passages) != meta["count"]:
@@ -299,7 +302,7 @@ class _Plan:
 
     def reuse(self, previous: Index, article_id: str) -> None:
         first, count = previous.articles[article_id]["rows"]
-        start = self._add(previous.passages[first : first + count])
+        start = self._add(previous.article_passages(article_id))
         self._reused.extend((start + i, first + i) for i in range(count))
 
     def embed(self, passages: list[Passage]) -> None:
@@ -375,8 +378,11 @@ def _write_generation(
         with (staging / filename).open("wb") as file:
             np.save(file, matrix, allow_pickle=False)
             _sync(file.fileno())
-    lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in passages)
+    lines, offsets = passages_file(passages)
     _write_synced(staging / PASSAGES, lines)
+    with (staging / OFFSETS).open("wb") as file:
+        np.save(file, offsets, allow_pickle=False)
+        _sync(file.fileno())
     _write_synced(staging / META, json.dumps(meta, ensure_ascii=False, indent=1))
     staging.rename(path / name)
     previous = current_generation(path)
@@ -386,9 +392,10 @@ def _write_generation(
     _remove_old_generations(path, keep={name, previous or ""})
 
 
-def _write_synced(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8") as file:
-        file.write(text)
+def _write_synced(path: Path, content: str | bytes) -> None:
+    data = content.encode() if isinstance(content, str) else content
+    with path.open("wb") as file:
+        file.write(data)
         file.flush()
         _sync(file.fileno())
 

@@ -256,3 +256,18 @@ def test_a_second_concurrent_build_is_refused(
     (tmp_path / "index").mkdir()
     with _build_lock(tmp_path / "index"), pytest.raises(IndexBusyError):
         build_index(read_articles(data_dir).articles, encoder, tmp_path / "index")
+
+
+def test_passages_are_read_lazily_and_truncation_is_detected(
+    data_dir: Path, tmp_path: Path, encoder: FakeEncoder
+) -> None:
+    """Passages parse on access (any row, slices, negatives); a cut passages file fails at open."""
+    index = _build(data_dir, tmp_path / "index", encoder)
+    assert index.passages[-1] == index.passages[6]
+    assert [p.ordinal for p in index.passages[2:4]] == [2, 3]
+    with pytest.raises(IndexError):
+        index.passages[7]
+    passages = tmp_path / "index" / str(current_generation(tmp_path / "index")) / "passages.jsonl"
+    passages.write_bytes(passages.read_bytes()[:-10])
+    with pytest.raises(IndexCorruptError, match=r"passages\.jsonl is"):
+        Index.load(tmp_path / "index")
