@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from telegram import BotCommand, Update
+from telegram.error import BadRequest, NetworkError, TimedOut
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -30,6 +33,43 @@ COMMANDS = [
 ]
 
 
+# Pauses before sending a call again after a server error or a failed connection.
+RETRY_PAUSES = (0.5, 1.0, 2.0)
+
+
+class RetryingRateLimiter(AIORateLimiter):
+    """PTB's flood-limit handling (which waits out 429s), plus retries after server errors.
+
+    A call that Telegram answered with a 5xx, or whose connection failed before an answer, is
+    sent again after a pause: it almost certainly did not take effect. A timeout is not retried,
+    because Telegram may have acted on the call, and a second try could deliver an answer twice.
+    getUpdates is left to the retry loop of PTB's updater.
+    """
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        for pause in (*RETRY_PAUSES, None):
+            try:
+                return await super().process_request(
+                    callback, args, kwargs, endpoint, data, rate_limit_args
+                )
+            except (BadRequest, TimedOut):
+                raise
+            except NetworkError as error:
+                if pause is None or endpoint == "getUpdates":
+                    raise
+                log.info("Sending %s again in %.1f s after: %s", endpoint, pause, error)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the last try returns or raises")
+
+
 @dataclass(frozen=True)
 class Webhook:
     """Where Telegram delivers updates in webhook mode, and the secret it must present."""
@@ -48,7 +88,7 @@ def build_application(
     builder = (
         Application.builder()
         .token(token)
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .rate_limiter(RetryingRateLimiter(max_retries=3))
         .concurrent_updates(True)
         .post_init(_post_init(handlers))
     )

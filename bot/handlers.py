@@ -15,11 +15,12 @@ from telegram import (
     User,
 )
 from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.error import TelegramError, TimedOut
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import language_of, say
-from bot.replies import answers_message, article_messages, format_date
+from bot.replies import TITLE_LENGTH, answers_message, article_messages, format_date, shorten
 from bot.service import QAService, Ranking
 from embeddings.errors import EmptyQuestionError
 from embeddings.language import ENGLISH, detect_language
@@ -123,6 +124,8 @@ class Handlers:
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log the traceback and tell the user one short sentence; the bot keeps running."""
         log.error("Error while handling an update", exc_info=context.error)
+        if isinstance(context.error, TimedOut):
+            return  # Telegram may have delivered the message after all; no apology for it
         if isinstance(update, Update) and update.effective_message:
             try:
                 await update.effective_message.reply_text(
@@ -141,7 +144,10 @@ class Handlers:
         if wait > 0:
             await message.reply_text(say("too_many", language, seconds=max(1, round(wait))))
             return
-        await context.bot.send_chat_action(message.chat.id, ChatAction.TYPING)
+        try:
+            await context.bot.send_chat_action(message.chat.id, ChatAction.TYPING)
+        except TelegramError as error:  # "typing..." is a courtesy; the answer matters
+            log.warning("Could not show the typing indicator: %s", error)
         try:
             ranking = await self.service.rank(question)
         except EmptyQuestionError:
@@ -169,7 +175,7 @@ class Handlers:
         span = " to ".join(
             dict.fromkeys(format_date(d) for d in (stats.first_date, stats.last_date) if d)
         )
-        examples = "\n".join(f"• {escape(q)}" for q in stats.examples)
+        examples = "\n".join(f"• {escape(shorten(q, TITLE_LENGTH))}" for q in stats.examples)
         return (
             f"I answer questions about <b>{stats.articles}</b> news "
             f"{'article' if stats.articles == 1 else 'articles'}"

@@ -8,6 +8,7 @@ is known exactly and a trim can never cut inside a tag or an entity.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from html import escape
 
@@ -20,6 +21,8 @@ from embeddings.sentences import split_sentences
 MAX_LENGTH = MessageLimit.MAX_TEXT_LENGTH
 ELLIPSIS = "\u2026"
 TITLE_LENGTH = 200  # characters of a title shown in a header
+# Only web addresses become a "Source" link; an article's url could be anything.
+_WEB_LINK = re.compile(r"https?://[^\s/?#]+\.", re.IGNORECASE)
 
 
 def telegram_length(text: str) -> int:
@@ -143,10 +146,10 @@ def article_messages(passages: list[Passage]) -> list[str]:
     if not passages:
         return []
     first = passages[0]
-    header = Html().text(first.title, "b")
+    header = Html().text(shorten(first.title, TITLE_LENGTH), "b")
     if first.date:
         header.text("\n").text(format_date(first.date), "i")
-    if first.url:
+    if first.url and _WEB_LINK.match(first.url):
         header.text("\n").raw(f'<a href="{escape(first.url)}">{escape("Source")}</a>', 6)
     messages, current = [], Html().raw(header.render(), header.plain)
     for piece in _pieces(passages):
@@ -160,13 +163,35 @@ def article_messages(passages: list[Passage]) -> list[str]:
 
 def _pieces(passages: list[Passage]) -> list[str]:
     """Paragraph-sized texts, each short enough for one message."""
-    pieces: list[str] = []
-    for passage in passages:
-        if telegram_length(passage.text) <= MAX_LENGTH - 2:
-            pieces.append(passage.text)
+    return [piece for passage in passages for piece in _fitting(passage.text, MAX_LENGTH - 2)]
+
+
+def _fitting(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` UTF-16 units, losing nothing: whole if it fits, else
+    cut between sentences, then between words, then (one giant word) between characters."""
+    if telegram_length(text) <= limit:
+        return [text]
+    for parts in (split_sentences(text), text.split(" ")):
+        if len(parts) > 1:
+            return _pack([piece for part in parts for piece in _fitting(part, limit)], limit)
+    pieces, current, length = [], "", 0
+    for char in text:
+        if length + (width := telegram_length(char)) > limit:
+            pieces.append(current)
+            current, length = "", 0
+        current, length = current + char, length + width
+    return [*pieces, current]
+
+
+def _pack(pieces: list[str], limit: int) -> list[str]:
+    """Join consecutive pieces with spaces while the result stays within `limit`."""
+    chunks: list[str] = []
+    for piece in pieces:
+        if chunks and telegram_length(joined := f"{chunks[-1]} {piece}") <= limit:
+            chunks[-1] = joined
         else:
-            pieces.extend(s[: MAX_LENGTH - 2] for s in split_sentences(passage.text))
-    return pieces
+            chunks.append(piece)
+    return chunks
 
 
 def plain_message(text: str) -> str:

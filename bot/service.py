@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings.encoder import Encoder
+from embeddings.errors import NewsqaError
 from embeddings.index import Hit, Index, current_generation
 from embeddings.language import detect_language
 from embeddings.passages import Passage
@@ -74,6 +75,7 @@ class QAService:
         self.min_score = min_score
         self.multilingual_min_score = multilingual_min_score
         self._lock = threading.Lock()
+        self._tried: str | None = None  # the last generation opened, or that failed to open
         self._searcher = self._open()
 
     def _open(self) -> Searcher:
@@ -85,14 +87,23 @@ class QAService:
         return self._searcher.index
 
     def reload_if_changed(self) -> bool:
-        """Switch to a newer index if a build has replaced it; True when it did."""
-        generation = current_generation(self.index_dir)
-        if generation is None or generation == self.index.generation:
+        """Switch to a newer index if a build has replaced it; True when it did.
+
+        A new index that cannot be opened (damaged, another model's) is logged once and passed
+        over: the bot goes on answering from the index it has.
+        """
+        try:
+            generation = current_generation(self.index_dir)
+            if generation is None or generation in (self.index.generation, self._tried):
+                return False
+            with self._lock:
+                if generation != self.index.generation:
+                    self._tried = generation
+                    self._searcher = self._open()
+                    log.info("Switched to index %s (%d passages)", generation, len(self.index))
+        except NewsqaError as error:
+            log.error("Still answering from index %s: %s", self.index.generation, error)
             return False
-        with self._lock:
-            if generation != self.index.generation:
-                self._searcher = self._open()
-                log.info("Switched to index %s (%d passages)", generation, len(self.index))
         return True
 
     async def rank(self, question: str) -> Ranking:

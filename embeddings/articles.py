@@ -180,6 +180,8 @@ def _jsonl_article(line: str, source: str, number: int) -> Article:
         record: Any = json.loads(line)
     except json.JSONDecodeError as error:
         raise _BadArticleError(f"is not valid JSON ({error.msg})") from error
+    except (ValueError, RecursionError) as error:  # a number of over 4300 digits, deep nesting
+        raise _BadArticleError("is not usable JSON (a huge number or too deep nesting)") from error
     if not isinstance(record, dict):
         raise _BadArticleError("is not a JSON object")
     title, text = _string(record, "title"), _string(record, "text")
@@ -187,6 +189,8 @@ def _jsonl_article(line: str, source: str, number: int) -> Article:
         raise _BadArticleError('needs non-empty "title" and "text" strings')
     date_value = _string(record, "date")
     key = _string(record, "id") or str(number)
+    if not _valid_unicode(title, text, date_value, key, _string(record, "url")):
+        raise _BadArticleError("has a lone surrogate escape such as \\ud800, not valid text")
     return Article(
         id=f"{_article_id(source)}#{key}",
         title=" ".join(title.split()),
@@ -195,6 +199,15 @@ def _jsonl_article(line: str, source: str, number: int) -> Article:
         text=text.replace("\r\n", "\n"),
         url=_string(record, "url") or None,
     )
+
+
+def _valid_unicode(*values: str) -> bool:
+    """False when a JSON escape left a lone surrogate, which no file or message can hold."""
+    try:
+        "".join(values).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _string(record: dict[str, Any], key: str) -> str:

@@ -6,7 +6,8 @@ Layout of an index folder (plain files, readable without this library)::
     <generation>/vectors.npy      float32, one L2-normalised row per passage
     <generation>/passages.jsonl   one passage per line, in row order
     <generation>/passages.offsets.npy   int64 byte offset of each line (and of the end)
-    <generation>/meta.json        format version, model, dimension, count, article hashes
+    <generation>/meta.json        format version, model, dimension, count, article hashes,
+                                  and the SHA-256 of every other file (checked at open)
     <generation>/vectors-multilingual.npy   optional: the same rows from a multilingual model
 
 A build writes a new generation in a temporary folder, renames it into place and only then
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +50,8 @@ FORMAT = "newsqa-index"
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 VECTORS, PASSAGES, META = "vectors.npy", "passages.jsonl", "meta.json"
+# meta.json key: the SHA-256 of every other file of the generation, checked when it is opened.
+CHECKSUMS = "sha256"
 OFFSETS = "passages.offsets.npy"  # byte offset of each passages.jsonl line, and the end
 # The optional second matrix, from the multilingual model, for questions not in English.
 MULTILINGUAL_VECTORS = "vectors-multilingual.npy"
@@ -163,7 +167,7 @@ def current_generation(path: Path) -> str | None:
         name = (path / CURRENT).read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except OSError as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise IndexCorruptError(f"The index at {path} cannot be read ({error})") from error
     return name or None
 
@@ -181,7 +185,8 @@ def _read_generation(folder: Path) -> Index:
             multilingual = _open_matrix(folder / MULTILINGUAL_VECTORS, shape)
         offsets = np.load(folder / OFFSETS, allow_pickle=False)
         passages = PassageStore(folder / PASSAGES, offsets)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        _check_sums(folder, meta.get(CHECKSUMS, {}))  # what the shapes and sizes cannot see
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise IndexCorruptError(f"The index at {folder.parent} is damaged ({error})") from error
     if len(passages) != meta["count"]:
         raise IndexCorruptError(
@@ -189,6 +194,18 @@ def _read_generation(folder: Path) -> Index:
             f"expected {meta['count']})"
         )
     return Index(folder.name, vectors, passages, meta, multilingual)
+
+
+def _check_sums(folder: Path, sums: dict[str, str]) -> None:
+    """Insist every file has the SHA-256 its build recorded, so a damaged byte is an error."""
+    for name, digest in sums.items():
+        if _sha256(folder / name) != digest:
+            raise ValueError(f"{name} does not match its checksum")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _open_matrix(path: Path, shape: tuple[int, int]) -> Vectors:
@@ -383,6 +400,7 @@ def _write_generation(
     with (staging / OFFSETS).open("wb") as file:
         np.save(file, offsets, allow_pickle=False)
         _sync(file.fileno())
+    meta[CHECKSUMS] = {file.name: _sha256(file) for file in sorted(staging.iterdir())}
     _write_synced(staging / META, json.dumps(meta, ensure_ascii=False, indent=1))
     staging.rename(path / name)
     previous = current_generation(path)

@@ -1,0 +1,435 @@
+"""The default ranking: dense and BM25 scores fused, checked against the question, in context.
+
+A pure function of the question, the passages' texts and articles, and each passage's scores,
+so it is measured (benchmarks/quality.py) exactly as the bot runs it. The steps:
+
+1. **Fusion.** Each signal (the dense cosine, BM25, and optionally a second dense model) is
+   min-max normalised over its own top `depth` passages (below that window it counts 0), then
+   the signals are added with their weights. Normalised linear fusion beat reciprocal-rank
+   fusion on both benchmarks' train splits.
+2. **Answer type.** A question that asks *when*, *how many*, *who* or *where* gets a bonus on
+   passages that contain a date, a number or a name that the question does not already contain:
+   a passage that merely repeats the question cannot answer it.
+3. **Article context.** A passage's score is blended with its article's score: the article's
+   best passage, mixed with the question's cosine to the article's mean passage vector
+   (`article_vectors`, computed from the index's matrix, no extra embedding). A passage of the
+   article that is about the question then outranks a stray keyword match elsewhere.
+
+Then `collapse_duplicates` drops wire copies, and `spread_articles` keeps one passage per article
+in the first places unless a second passage of an article clearly outscores the next article.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
+
+Scores = npt.NDArray[np.floating]
+Rows = npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True)
+class RankingSettings:
+    """The pipeline's parameters; the defaults were tuned on the train splits only."""
+
+    dense_weight: float = 0.65
+    lexical_weight: float = 0.35
+    # Weight of a second dense model (e.g. the multilingual matrix) when its scores are given.
+    second_dense_weight: float = 0.0
+    depth: int = 100  # normalisation window and answer-type candidates per signal
+    answer_type_bonus: float = 0.5
+    article_weight: float = 0.5
+    # Within the article's score: the share of the article-vector cosine (the rest: best passage).
+    article_vector_weight: float = 0.3
+
+
+DEFAULT_SETTINGS = RankingSettings()
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A passage row and its pipeline score (comparable within one question only)."""
+
+    row: int
+    score: float
+
+
+# --- 1. fusion ---------------------------------------------------------------------------------
+
+
+def normalise(scores: Scores, depth: int) -> npt.NDArray[np.float64]:
+    """Min-max over the best `depth` scores: the best is 1, the window's lowest 0, below it 0."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size == 0:
+        return values
+    depth = max(1, min(depth, values.size))
+    floor = float(np.partition(values, values.size - depth)[values.size - depth])
+    top = float(values.max())
+    if top <= floor:
+        return (values >= top).astype(np.float64) if top > 0 else np.zeros_like(values)
+    return np.clip((values - floor) / (top - floor), 0.0, None)
+
+
+def fuse(signals: Sequence[tuple[float, Scores]], depth: int) -> npt.NDArray[np.float64]:
+    """The weighted sum of the normalised signals (weight, scores); zero weights are skipped."""
+    used = [(weight, scores) for weight, scores in signals if weight]
+    if not used:
+        raise ValueError("fusion needs at least one signal with a weight")
+    total = np.zeros(len(used[0][1]), dtype=np.float64)
+    for weight, scores in used:
+        total += weight * normalise(scores, depth)
+    return total
+
+
+def candidates(signals: Sequence[Scores], depth: int) -> Rows:
+    """The union of each signal's top `depth` rows, in row order."""
+    tops = [top_rows(scores, depth) for scores in signals]
+    return np.unique(np.concatenate(tops)) if tops else np.zeros(0, dtype=np.intp)
+
+
+def top_rows(scores: Scores, k: int) -> Rows:
+    """Rows of the `k` highest scores, best first (ties in row order)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.intp)
+    best = np.argpartition(-scores, k - 1)[:k]
+    return best[np.lexsort((best, -scores[best]))]
+
+
+# --- 2. answer type ------------------------------------------------------------------------------
+
+
+class AnswerType(Enum):
+    """What kind of thing a question asks for, when its wording says so."""
+
+    DATE = "date"
+    NUMBER = "number"
+    NAME = "name"  # a person or a place: a capitalised word
+
+
+_ASKS = [
+    (AnswerType.DATE, r"(when|(in |on )?(what|which) (year|date|day|month|decade))\b"),
+    (
+        AnswerType.NUMBER,
+        r"(how (much|many|far|long|old|big|tall|large|fast|high|often|deep|wide|heavy)|"
+        r"what (percentage|percent|number|amount|proportion)|"
+        r"what (is|was) the (population|price|cost|value|size|age|salary))\b",
+    ),
+    (
+        AnswerType.NAME,
+        r"(who|whom|whose|where|(in )?(what|which) (country|city|state|place|town|nation|"
+        r"company|team|club|party|person|man|woman))\b",
+    ),
+]
+_ASK_PATTERNS = [(kind, re.compile(pattern)) for kind, pattern in _ASKS]
+_WORD = re.compile(r"[^\W_]+")
+_YEAR_OR_DATE = re.compile(
+    r"\b(1\d{3}|20\d{2})s?\b|\b(january|february|march|april|may|june|july|august|september|"
+    r"october|november|december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"yesterday|today|tomorrow|century|decade|ago)\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(
+    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
+    r"forty|fifty|hundred|thousand|million|billion|dozen|half)\b",
+    re.IGNORECASE,
+)
+# A capitalised word that does not start a sentence.
+_NAME = re.compile(r"(?<!^)(?<![.!?\"'\u201c]\s)\b[A-Z][\w'-]*[a-z][\w'-]*")
+
+
+def answer_type(question: str) -> AnswerType | None:
+    """The answer type the question's opening words ask for, or None."""
+    opening = question.strip().lower()
+    for kind, pattern in _ASK_PATTERNS:
+        if pattern.match(opening):
+            return kind
+    return None
+
+
+def offers_answer(text: str, kind: AnswerType, question_words: frozenset[str]) -> bool:
+    """True when `text` holds a date / number / name of the asked kind not in the question."""
+    if kind is AnswerType.DATE:
+        found = [m.group(0) for m in _YEAR_OR_DATE.finditer(text)]
+    elif kind is AnswerType.NUMBER:
+        found = [word for word in _WORD.findall(text) if _NUMBER.search(word)]
+    else:
+        found = _NAME.findall(text)
+    return any(item.lower() not in question_words for item in found)
+
+
+def answer_type_bonus(
+    question: str, texts: Sequence[str], rows: Rows, bonus: float
+) -> npt.NDArray[np.float64]:
+    """`bonus` for each of `rows` whose text offers an answer of the question's type, else 0."""
+    kind = answer_type(question)
+    if kind is None or not bonus:
+        return np.zeros(len(rows))
+    words = frozenset(w.lower() for w in _WORD.findall(question))
+    return np.array([bonus * offers_answer(texts[row], kind, words) for row in rows])
+
+
+# --- 3. article context ------------------------------------------------------------------------
+
+
+def article_vectors(vectors: Scores, articles: Rows) -> npt.NDArray[np.float32]:
+    """One L2-normalised mean passage vector per article number (rows of `articles`)."""
+    sums = np.zeros((int(articles.max()) + 1 if articles.size else 0, vectors.shape[1]))
+    np.add.at(sums, articles, vectors)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+def article_context(
+    scores: Scores,
+    articles: Rows,
+    weight: float,
+    article_dense: Scores | None = None,
+    vector_weight: float = 0.0,
+    depth: int = 100,
+) -> npt.NDArray[np.float64]:
+    """Each score blended with its article's: ``(1 - w) * own + w * article``.
+
+    `articles` holds a small integer per row (rows of one article share it). The article's
+    score is its best passage's, or with `article_dense` (the question's cosine to each article
+    vector) ``(1 - v) * best + v * normalised cosine`` for articles of more than one passage.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    if not weight or values.size == 0:
+        return values
+    article = np.full(int(articles.max()) + 1, -np.inf)
+    np.maximum.at(article, articles, values)
+    if article_dense is not None and vector_weight:
+        blended = (1.0 - vector_weight) * article + vector_weight * normalise(article_dense, depth)
+        # A one-passage article's vector is its passage's: nothing to add to its own score.
+        several = np.bincount(articles, minlength=article.size) > 1
+        article = np.where(several, blended, article)
+    return (1.0 - weight) * values + weight * article[articles]
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+
+def rank(
+    question: str,
+    texts: Sequence[str],
+    articles: Rows,
+    dense: Scores,
+    lexical: Scores,
+    k: int,
+    *,
+    second_dense: Scores | None = None,
+    article_dense: Scores | None = None,
+    prior: Scores | None = None,
+    settings: RankingSettings = DEFAULT_SETTINGS,
+) -> list[Ranked]:
+    """The best `k` passage rows for `question`, best first.
+
+    `dense` and `lexical` hold every passage's cosine and BM25 score (row order of `texts`),
+    `articles` an article number per row; optionally `second_dense` a second model's cosines
+    and `article_dense` the question's cosine to each article vector (`article_vectors`);
+    `prior` is added to the final scores (for example `date_preference`).
+    """
+    if len(texts) == 0 or k <= 0:
+        return []
+    signals: list[tuple[float, Scores]] = [
+        (settings.dense_weight, dense),
+        (settings.lexical_weight, lexical),
+    ]
+    if second_dense is not None:
+        signals.append((settings.second_dense_weight, second_dense))
+    fused = fuse(signals, settings.depth)
+    pool = candidates([s for w, s in signals if w], settings.depth)
+    fused[pool] += answer_type_bonus(question, texts, pool, settings.answer_type_bonus)
+    final = article_context(
+        fused,
+        articles,
+        settings.article_weight,
+        article_dense,
+        settings.article_vector_weight,
+        settings.depth,
+    )
+    if prior is not None:
+        final = final + prior
+    return [Ranked(int(row), float(final[row])) for row in top_rows(final, k)]
+
+
+# --- presenting the ranking --------------------------------------------------------------------
+
+
+def collapse_duplicates(
+    ranked: Sequence[Ranked], texts: Sequence[str], similarity: float = 0.8
+) -> list[Ranked]:
+    """Drop a passage whose word 3-grams overlap a better one's by `similarity` (Jaccard) or more.
+
+    Wire copies of one story, re-published with a changed word or two, then show once.
+    """
+    kept: list[Ranked] = []
+    shingles: list[frozenset[tuple[str, ...]]] = []
+    for item in ranked:
+        own = _shingles(texts[item.row])
+        if not any(_jaccard(own, other) >= similarity for other in shingles):
+            kept.append(item)
+            shingles.append(own)
+    return kept
+
+
+def _shingles(text: str) -> frozenset[tuple[str, ...]]:
+    words = [w.lower() for w in _WORD.findall(text)]
+    if len(words) < 3:
+        return frozenset({tuple(words)})
+    return frozenset(tuple(words[i : i + 3]) for i in range(len(words) - 2))
+
+
+def _jaccard(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def spread_articles(
+    ranked: Sequence[Ranked], articles: Rows, k: int, margin: float = 0.1
+) -> list[Ranked]:
+    """Up to `k` passages, one per article first, unless the scores say otherwise.
+
+    A further passage of an article already shown keeps its place only when it outscores the
+    best passage of an article not yet shown by more than `margin`; otherwise it waits until
+    every article has had its turn.
+    """
+    shown: set[int] = set()
+    chosen: list[Ranked] = []
+    waiting: list[Ranked] = []
+    remaining = list(ranked)
+    while remaining and len(chosen) < k:
+        item = remaining.pop(0)
+        article = int(articles[item.row])
+        if article not in shown:
+            shown.add(article)
+            chosen.append(item)
+            continue
+        rival = next((r for r in remaining if int(articles[r.row]) not in shown), None)
+        if rival is None or item.score - rival.score > margin:
+            chosen.append(item)
+        else:
+            waiting.append(item)
+    return (chosen + waiting)[:k]
+
+
+# --- dates in questions ----------------------------------------------------------------------
+
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"),
+            ("may",), ("june", "jun"), ("july", "jul"), ("august", "aug"),
+            ("september", "sep", "sept"), ("october", "oct"), ("november", "nov"),
+            ("december", "dec"),
+        ],
+        start=1,
+    )
+    for name in names
+}  # fmt: skip
+_MONTH = "(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_DATE_PHRASES = [
+    ("relative", re.compile(r"\b(today|yesterday|this week|last week|past week|this month|"
+                            r"last month|past month|this year|last year|past year)\b")),
+    ("since", re.compile(rf"\bsince (?:{_MONTH}(?: (\d{{4}}))?|(\d{{4}}))\b")),
+    ("month", re.compile(rf"\b(?:in|during|of) {_MONTH}(?: (\d{{4}}))?\b")),
+    ("year", re.compile(r"\b(?:in|during|of) (\d{4})\b")),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DateWindow:
+    """The dates a question asks about, both ends included; None is open."""
+
+    start: dt.date | None
+    end: dt.date | None
+    phrase: str
+
+    def contains(self, day: dt.date | None) -> bool:
+        """True for a date inside the window; an undated passage is never inside."""
+        if day is None:
+            return False
+        return (self.start is None or day >= self.start) and (self.end is None or day <= self.end)
+
+
+def date_window(question: str, today: dt.date) -> DateWindow | None:
+    """The window a question's date phrase names ("last week", "in July 2023", "since March").
+
+    A month without a year is the latest such month not after `today`.
+    """
+    text = question.lower()
+    for kind, pattern in _DATE_PHRASES:
+        match = pattern.search(text)
+        if match:
+            return _window(kind, match, today)
+    return None
+
+
+def _window(kind: str, match: re.Match[str], today: dt.date) -> DateWindow | None:
+    phrase = match.group(0)
+    if kind == "relative":
+        return _relative(phrase, today)
+    if kind == "year":
+        year = int(match.group(1))
+        return DateWindow(dt.date(year, 1, 1), dt.date(year, 12, 31), phrase)
+    if kind == "since" and match.group(3):
+        return DateWindow(dt.date(int(match.group(3)), 1, 1), None, phrase)
+    month = _MONTHS[match.group(1).rstrip(".")]
+    year = int(match.group(2)) if match.group(2) else _latest_year(month, today)
+    first = dt.date(year, month, 1)
+    if kind == "since":
+        return DateWindow(first, None, phrase)
+    return DateWindow(first, _month_end(first), phrase)
+
+
+def _relative(phrase: str, today: dt.date) -> DateWindow:
+    word = phrase.split()[-1]
+    if phrase == "today":
+        return DateWindow(today, today, phrase)
+    if phrase == "yesterday":
+        day = today - dt.timedelta(days=1)
+        return DateWindow(day, day, phrase)
+    if phrase.startswith("this"):
+        starts = {
+            "week": today - dt.timedelta(days=today.weekday()),
+            "month": today.replace(day=1),
+            "year": today.replace(month=1, day=1),
+        }
+        return DateWindow(starts[word], today, phrase)
+    if phrase.startswith("past"):
+        days = {"week": 7, "month": 31, "year": 366}[word]
+        return DateWindow(today - dt.timedelta(days=days), today, phrase)
+    if word == "week":  # last week: the previous Monday to Sunday
+        monday = today - dt.timedelta(days=today.weekday() + 7)
+        return DateWindow(monday, monday + dt.timedelta(days=6), phrase)
+    if word == "month":
+        end = today.replace(day=1) - dt.timedelta(days=1)
+        return DateWindow(end.replace(day=1), end, phrase)
+    return DateWindow(dt.date(today.year - 1, 1, 1), dt.date(today.year - 1, 12, 31), phrase)
+
+
+def _latest_year(month: int, today: dt.date) -> int:
+    return today.year if month <= today.month else today.year - 1
+
+
+def _month_end(first: dt.date) -> dt.date:
+    following = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return following - dt.timedelta(days=1)
+
+
+def date_preference(
+    window: DateWindow | None, dates: Sequence[dt.date | None], penalty: float = 1.0
+) -> npt.NDArray[np.float64]:
+    """0 for passages dated inside the window, `-penalty` outside (and undated); all 0 when
+    the question names no dates. Added to the scores, it works as a filter that still falls
+    back to the best undated passages when nothing is dated inside."""
+    if window is None:
+        return np.zeros(len(dates))
+    return np.array([0.0 if window.contains(day) else -penalty for day in dates])
