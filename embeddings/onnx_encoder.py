@@ -134,7 +134,7 @@ class OnnxEncoder:
     def _session(self) -> Any:
         """The onnxruntime session, created on first use."""
         try:
-            import onnxruntime  # type: ignore[import-untyped]
+            import onnxruntime
         except ImportError as error:
             raise EncoderLoadError(
                 "The ONNX backend needs onnxruntime: pip install onnxruntime"
@@ -352,7 +352,7 @@ def _fuse(source: Path, target: Path, settings: _Settings) -> None:
     if settings.model_type != "bert":
         shutil.copyfile(source, target)
         return
-    from onnxruntime.transformers.optimizer import optimize_model  # type: ignore[import-untyped]
+    from onnxruntime.transformers.optimizer import optimize_model
 
     optimized = optimize_model(
         str(source),
@@ -367,7 +367,7 @@ def _fuse(source: Path, target: Path, settings: _Settings) -> None:
 def _quantize(source: Path, target: Path) -> None:
     """Dynamic int8 quantisation, per output channel (per-tensor costs ~5% cosine here)."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _root_logging_quieted():  # it warns "consider pre-processing" on the root logger
         quantize_dynamic(
