@@ -459,7 +459,10 @@ def tune(runs: Sequence[Run], hit5_loss: float = 0.02) -> RankingSettings:
         scores = [evaluate(r, "", pipeline_ranker(settings), []).scores for r in runs]
         ndcg = float(np.mean([s.ndcg_at_10 for s in scores]))
         hit5 = float(np.mean([s.hit_at_5 for s in scores]))
-        print(f"  {dense_weight} {bonus} {article} {vector}: nDCG {ndcg:.4f} hit@5 {hit5:.4f}")
+        print(
+            f"  {dense_weight} {bonus} {article} {vector}: nDCG {ndcg:.4f} hit@5 {hit5:.4f}",
+            flush=True,
+        )
         scored.append((ndcg, hit5, settings))
     best_hit5 = max(hit5 for _, hit5, _ in scored)
     eligible = [(ndcg, s) for ndcg, hit5, s in scored if hit5 >= best_hit5 - hit5_loss]
