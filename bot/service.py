@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from embeddings.catalog import ArticleEntry
 from embeddings.encoder import Encoder
 from embeddings.errors import NewsqaError
 from embeddings.index import Hit, Index, current_generation
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 # How many ranked passages a question keeps for paging with "More".
 RANKED = 30
+# Below this cosine between a question and its nearest passage, the articles do not answer it:
+# chosen on judged BBC questions (benchmarks/quality.py) for at most 10% false answers.
+MIN_SCORE = 0.45
 # multilingual-e5 scores crowd into 0.7-0.9; below this a passage is not an answer.
 MULTILINGUAL_MIN_SCORE = 0.8
 
@@ -65,7 +69,7 @@ class QAService:
         index_dir: Path,
         encoder: Encoder,
         *,
-        min_score: float = 0.25,
+        min_score: float = MIN_SCORE,
         multilingual: Encoder | None = None,
         multilingual_min_score: float = MULTILINGUAL_MIN_SCORE,
     ):
@@ -115,8 +119,8 @@ class QAService:
         searcher = self._searcher
         query = searcher.encode_question(question)
         threshold = self.multilingual_min_score if query.multilingual else self.min_score
-        hits = [hit for hit in searcher.rank(query, RANKED) if hit.score >= threshold]
-        return Ranking(question, query, hits)
+        results = searcher.search(query, RANKED)
+        return Ranking(question, query, results.hits if results.confidence >= threshold else [])
 
     async def answers(self, ranking: Ranking, start: int, count: int) -> list[Answer]:
         """One page of a ranking, with each passage's answering sentence."""
@@ -125,19 +129,17 @@ class QAService:
 
     def article(self, passage: Passage) -> list[Passage]:
         """All passages of the passage's article in the current index (or just the passage)."""
-        if passage.article_id in self.index.articles:
-            return self.index.article_passages(passage.article_id)
-        return [passage]
+        return self.index.article_passages(passage.article_id) or [passage]
 
     def stats(self) -> Stats:
         """Counts, date range, model and build time of the current index."""
         index = self.index
-        dates = sorted(d for a in index.articles.values() if (d := a.get("date")))
+        first_date, last_date = index.catalog.date_range()
         return Stats(
-            articles=len(index.articles),
+            articles=len(index.catalog),
             passages=len(index),
-            first_date=dt.date.fromisoformat(dates[0]) if dates else None,
-            last_date=dt.date.fromisoformat(dates[-1]) if dates else None,
+            first_date=first_date,
+            last_date=last_date,
             model=index.model,
             built_at=str(index.meta.get("built_at", "")),
             examples=example_questions(index),
@@ -152,23 +154,20 @@ _LEADING = re.compile(r"^(?:The|A|An|This|These|In|On|At|With|By|For)\s+")
 def example_questions(index: Index, count: int = 3) -> list[str]:
     """Questions the articles can answer: about names in them (newest articles first, taking
     turns), or about an article's title where it has no names."""
-    newest = sorted(index.articles, key=lambda a: index.articles[a].get("date") or "", reverse=True)
-    newest = newest[:count]  # reading every article would make /start slow on a large archive
-    per_article = [
-        [*_names(index, article_id), f"\u201c{index.articles[article_id]['title']}\u201d"]
-        for article_id in newest
-    ]
+    # Reading every article would make /start slow on a large archive: only the newest.
+    newest = index.catalog.newest(count)
+    per_article = [[*_names(index, entry), f"\u201c{entry.title}\u201d"] for entry in newest]
     turns = (s for round_ in itertools.zip_longest(*per_article) for s in round_ if s)
     subjects = list(dict.fromkeys(turns))[:count]
     return [f"What do the articles say about {subject}?" for subject in subjects]
 
 
-def _names(index: Index, article_id: str) -> list[str]:
+def _names(index: Index, entry: ArticleEntry) -> list[str]:
     """Distinct multi-word names in an article that are not just words of its title."""
-    title_words = set(index.articles[article_id]["title"].split())
+    title_words = set(entry.title.split())
     found = (
         _LEADING.sub("", name)
-        for passage in index.article_passages(article_id)
+        for passage in index.article_passages(entry.id)
         for name in _NAME.findall(passage.text)
     )
     names = [n for n in dict.fromkeys(found) if " " in n and not set(n.split()) <= title_words]

@@ -1,6 +1,7 @@
 """Articles in, passages, vectors and search hits out: the library behind the newsqa bot."""
 
 from embeddings.articles import Article, SkippedFile, read_articles
+from embeddings.build import BuildReport, build_index
 from embeddings.errors import (
     EmptyQuestionError,
     EncoderLoadError,
@@ -11,7 +12,7 @@ from embeddings.errors import (
     NewsqaError,
     NoArticlesError,
 )
-from embeddings.index import BuildReport, Hit, Index, build_index
+from embeddings.index import Hit, Index
 from embeddings.passages import Passage, split_article
 
 __all__ = [

@@ -55,10 +55,12 @@ DEFAULT_SETTINGS = RankingSettings()
 
 @dataclass(frozen=True)
 class Ranked:
-    """A passage row and its pipeline score (comparable within one question only)."""
+    """A passage row and its pipeline score (comparable within one question only); `own` is
+    the passage's score before its article's score was blended in."""
 
     row: int
     score: float
+    own: float = 0.0
 
 
 # --- 1. fusion ---------------------------------------------------------------------------------
@@ -258,7 +260,8 @@ def rank(
     )
     if prior is not None:
         final = final + prior
-    return [Ranked(int(row), float(final[row])) for row in top_rows(final, k)]
+        fused = fused + prior
+    return [Ranked(int(row), float(final[row]), float(fused[row])) for row in top_rows(final, k)]
 
 
 # --- presenting the ranking --------------------------------------------------------------------
@@ -297,9 +300,10 @@ def spread_articles(
 ) -> list[Ranked]:
     """Up to `k` passages, one per article first, unless the scores say otherwise.
 
-    A further passage of an article already shown keeps its place only when it outscores the
-    best passage of an article not yet shown by more than `margin`; otherwise it waits until
-    every article has had its turn.
+    A further passage of an article already shown keeps its place only when its own score
+    (without the article context it shares with its siblings) beats the best own score of an
+    article not yet shown by more than `margin`; otherwise it waits until every article has
+    had its turn.
     """
     shown: set[int] = set()
     chosen: list[Ranked] = []
@@ -312,8 +316,8 @@ def spread_articles(
             shown.add(article)
             chosen.append(item)
             continue
-        rival = next((r for r in remaining if int(articles[r.row]) not in shown), None)
-        if rival is None or item.score - rival.score > margin:
+        rivals = [r.own for r in remaining if int(articles[r.row]) not in shown]
+        if not rivals or item.own - max(rivals) > margin:
             chosen.append(item)
         else:
             waiting.append(item)

@@ -1,30 +1,63 @@
-"""Questions in, hits out: the text-level search wrapped around the index's vector search."""
+"""Questions in, hits out: the default ranking pipeline over one index.
+
+For each question the index gives two shortlists, the `depth` passages nearest the question's
+vector and the `depth` best by BM25; `embeddings.ranking` fuses them (with the answer-type bonus,
+article context and any date the question names), drops wire copies and spreads the results
+over articles. Every signal outside its own shortlist counts 0 in the fusion, so ranking the
+union of the shortlists ranks exactly as ranking every passage would.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from embeddings.encoder import Encoder, Vectors
 from embeddings.errors import EmptyQuestionError
 from embeddings.index import Hit, Index
 from embeddings.language import is_english
+from embeddings.ranking import (
+    DEFAULT_SETTINGS,
+    RankingSettings,
+    answer_type_bonus,
+    collapse_duplicates,
+    date_preference,
+    date_window,
+    rank,
+    spread_articles,
+    top_rows,
+)
 from embeddings.sentences import split_sentences
 
-Vector = Vectors  # one row: a query vector
+Rows = npt.NDArray[np.intp]
+
+# The ranked passages considered for wire copies and the spread over articles, per result.
+_PER_RESULT = 3
 
 
 @dataclass(frozen=True)
 class Query:
-    """A question's vector, and whether it came from the multilingual model."""
+    """A question, its vector, and whether the vector came from the multilingual model."""
 
-    vector: Vector
+    vector: Vectors
     multilingual: bool = False
+    text: str = ""
 
 
-# How many nearest passages to consider before keeping one per article.
-CANDIDATES = 50
+@dataclass(frozen=True)
+class Results:
+    """The ranked hits for a question, and how close the nearest passage of all came to it.
+
+    `confidence` is the best cosine over the whole index: a question whose nearest passage is
+    not close is not answered by the articles, whatever the ranking puts first.
+    """
+
+    hits: list[Hit]
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -44,12 +77,22 @@ class Answer:
 class Searcher:
     """Answers questions from one index with one encoder."""
 
-    def __init__(self, index: Index, encoder: Encoder, multilingual: Encoder | None = None):
+    def __init__(
+        self,
+        index: Index,
+        encoder: Encoder,
+        multilingual: Encoder | None = None,
+        *,
+        settings: RankingSettings = DEFAULT_SETTINGS,
+        today: Callable[[], dt.date] = dt.date.today,
+    ):
         self.index = index
         self.encoder = encoder
         # Only usable when the index holds this model's second matrix.
         usable = multilingual is not None and index.multilingual_model == multilingual.name
         self.multilingual = multilingual if usable else None
+        self.settings = settings
+        self.today = today  # "last week" in a question is relative to this day
 
     def ask(self, question: str, k: int = 3) -> list[Answer]:
         """The best `k` passages for `question`, each with its answering sentence."""
@@ -62,23 +105,67 @@ class Searcher:
         error."""
         if not any(char.isalnum() for char in question):
             raise EmptyQuestionError("The question has no words")
-        multilingual = self.multilingual is not None and not is_english(question)
+        text = question.strip()
+        multilingual = self.multilingual is not None and not is_english(text)
         encoder = self._encoder(multilingual)
-        return Query(encoder.encode_queries([question.strip()])[0], multilingual)
+        return Query(encoder.encode_queries([text])[0], multilingual, text)
 
     def rank(self, query: Query, k: int) -> list[Hit]:
-        """The best `k` passages, preferring a spread of articles over one article's neighbours."""
-        hits = self.index.search(query.vector, max(k, CANDIDATES), multilingual=query.multilingual)
-        return spread_articles(hits, k)
+        """The best `k` passages, best first."""
+        return self.search(query, k).hits
+
+    def search(self, query: Query, k: int) -> Results:
+        """The best `k` passages by the default pipeline, and the question's confidence."""
+        index, depth = self.index, self.settings.depth
+        if len(index) == 0 or k <= 0:
+            return Results([], 0.0)
+        dense_rows, dense_top = index.nearest(query.vector, depth, multilingual=query.multilingual)
+        lexical_all = index.lexical.scores(query.text)
+        lexical_rows = top_rows(lexical_all, depth)
+        pool = np.union1d(dense_rows, lexical_rows[lexical_all[lexical_rows] > 0])
+        dense = index.cosines(query.vector, pool, multilingual=query.multilingual)
+        passages = [index.passages[int(row)] for row in pool]
+        texts = [passage.text for passage in passages]
+        numbers = np.asarray(index.catalog.row_articles[pool], dtype=np.intp)
+        articles, local = np.unique(numbers, return_inverse=True)
+        ranked = rank(
+            query.text,
+            texts,
+            local,
+            dense,
+            lexical_all[pool],
+            min(len(pool), _PER_RESULT * k),
+            article_dense=None if query.multilingual else self._article_cosines(query, articles),
+            prior=self._date_prior(query.text, articles[local]),
+            settings=self.settings,
+        )
+        chosen = spread_articles(collapse_duplicates(ranked, texts), local, k)
+        hits = [Hit(passages[item.row], float(dense[item.row])) for item in chosen]
+        return Results(hits, float(dense_top[0]) if len(dense_top) else 0.0)
+
+    def _article_cosines(self, query: Query, articles: Rows) -> Vectors:
+        return np.asarray(self.index.catalog.vectors[articles]) @ query.vector
+
+    def _date_prior(self, question: str, articles: Rows) -> npt.NDArray[np.float64] | None:
+        """A penalty for passages outside the dates the question names (None if it names none)."""
+        window = date_window(question, self.today())
+        if window is None:
+            return None
+        ordinals = np.asarray(self.index.catalog.dates)[articles]
+        return date_preference(window, [dt.date.fromordinal(o) if o else None for o in ordinals])
 
     def answers(self, query: Query, hits: list[Hit]) -> list[Answer]:
-        """The hits, each with the sentence in its passage closest to the question."""
+        """The hits, each with the sentence in its passage that best answers the question: the
+        closest to it, with the ranking's answer-type bonus (a date for "when", ...)."""
         spans = [sentence_spans(hit.passage.text) for hit in hits]
         texts = [
             hit.passage.text[a:b] for hit, own in zip(hits, spans, strict=True) for a, b in own
         ]
         encoder = self._encoder(query.multilingual)
         scores = encoder.encode_passages(texts) @ query.vector if texts else np.zeros(0)
+        scores = scores + answer_type_bonus(
+            query.text, texts, np.arange(len(texts)), self.settings.answer_type_bonus
+        )
         answers, offset = [], 0
         for hit, own in zip(hits, spans, strict=True):
             best = offset + int(np.argmax(scores[offset : offset + len(own)]))
@@ -88,21 +175,6 @@ class Searcher:
 
     def _encoder(self, multilingual: bool) -> Encoder:
         return self.multilingual if multilingual and self.multilingual else self.encoder
-
-
-def spread_articles(hits: list[Hit], k: int) -> list[Hit]:
-    """Each article's best hit first (in score order), then the remaining hits, up to `k`.
-
-    One passage per article reads best; a second passage of an article appears only when
-    fewer than `k` articles match at all.
-    """
-    seen: set[str] = set()
-    firsts: list[Hit] = []
-    seconds: list[Hit] = []
-    for hit in hits:
-        (seconds if hit.passage.article_id in seen else firsts).append(hit)
-        seen.add(hit.passage.article_id)
-    return (firsts + seconds)[:k]
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:

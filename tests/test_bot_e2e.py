@@ -21,8 +21,8 @@ from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import say
 from bot.service import QAService
 from embeddings.articles import read_articles
+from embeddings.build import build_index
 from embeddings.encoder import Vectors
-from embeddings.index import build_index
 from tests.conftest import FakeEncoder, write_article
 from tests.telegram_server import SentMessage, TelegramServer
 
@@ -280,8 +280,9 @@ async def test_a_slow_question_does_not_stall_another_user(bot: Bot) -> None:
 async def test_over_long_answer_is_trimmed_to_fit(bot: Bot) -> None:
     """Three very long matching passages are trimmed at sentences so Telegram accepts the reply."""
     for name in ("a", "b", "c"):
-        sentences = [
-            f"Sentence {i} talks about the harbour crane strike at length." for i in range(24)
+        sentences = [  # worded apart, so they are not taken for copies of one story
+            f"Sentence {i} of {name} talks about the harbour crane strike at considerable length."
+            for i in range(19)
         ]
         write_article(bot.data_dir, f"{name}.txt", f"Harbour {name}", " ".join(sentences))
     build_index(read_articles(bot.data_dir).articles, bot.handlers.service.encoder, bot.index_dir)

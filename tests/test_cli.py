@@ -10,8 +10,9 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from embeddings.articles import read_articles
+from embeddings.build import build_index
 from embeddings.encoder import DEFAULT_MODEL
-from embeddings.index import VECTORS, build_index, current_generation
+from embeddings.index import VECTORS, current_generation
 from tests.conftest import FakeEncoder
 
 

@@ -33,9 +33,10 @@ import numpy as np
 import pytest
 
 from embeddings.articles import read_articles
+from embeddings.build import build_index
 from embeddings.encoder import SentenceTransformerEncoder, Vectors
 from embeddings.errors import IndexCorruptError
-from embeddings.index import CURRENT, META, PASSAGES, VECTORS, Index, build_index
+from embeddings.index import CURRENT, META, PASSAGES, VECTORS, Index
 from embeddings.search import Searcher
 from tests.conftest import FakeEncoder, write_article
 from tests.telegram_server import TelegramServer
@@ -223,14 +224,16 @@ def crash_once(corpus: Corpus, phase: str, rng: random.Random, limit: float) -> 
     """Edit the articles, kill a build of them, and check what is left is a whole index: the
     previous one, or the new one holding exactly the edited articles."""
     before = (corpus.index_dir / CURRENT).read_text()
-    old_articles = set(Index.load(corpus.index_dir).articles)
+    old_articles = {entry.id for entry in Index.load(corpus.index_dir).catalog.entries}
     edit_corpus(corpus.data_dir, rng, changed=60)
     new_articles = {article.id for article in read_articles(corpus.data_dir).articles}
     seconds, hit = kill_build(corpus.data_dir, corpus.index_dir, corpus.model, phase, rng, limit)
     after = (corpus.index_dir / CURRENT).read_text()
     checked = verify_index(corpus.index_dir, corpus.encoder)
     index = Index.load(corpus.index_dir)
-    assert set(index.articles) == (old_articles if after == before else new_articles)
+    assert {entry.id for entry in index.catalog.entries} == (
+        old_articles if after == before else new_articles
+    )
     return Crash(phase, seconds, hit, "old" if after == before else "new", len(index), checked)
 
 

@@ -24,7 +24,7 @@ from bot.handlers import Handlers
 from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import MESSAGES, say
 from embeddings.articles import read_articles
-from embeddings.index import build_index
+from embeddings.build import build_index
 from tests.conftest import FakeEncoder
 from tests.telegram_server import SentMessage, TelegramServer
 from tests.test_bot_e2e import Clock, _news, _start, _stop

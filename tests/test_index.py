@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from embeddings.articles import read_articles
+from embeddings.build import _build_lock, build_index
 from embeddings.errors import (
     IndexBusyError,
     IndexCorruptError,
@@ -16,15 +17,7 @@ from embeddings.errors import (
     ModelMismatchError,
     NoArticlesError,
 )
-from embeddings.index import (
-    CURRENT,
-    VECTORS,
-    Index,
-    _build_lock,
-    build_index,
-    current_generation,
-    top_k,
-)
+from embeddings.index import CURRENT, VECTORS, Index, current_generation, top_k
 from embeddings.search import Searcher
 from tests.conftest import FakeEncoder, write_article
 
@@ -68,7 +61,7 @@ def test_round_trip_keeps_vectors_passages_and_meta(
     assert isinstance(index.vectors, np.memmap)
     assert [p.text for p in index.passages] == article.paragraphs
     assert index.meta["model"] == encoder.name
-    assert index.articles[article.id]["hash"] == article.content_hash
+    assert index.article(article.id).hash == article.content_hash  # type: ignore[union-attr]
 
 
 def test_files_are_plain_numpy_and_json(
@@ -81,7 +74,7 @@ def test_files_are_plain_numpy_and_json(
     lines = (generation / "passages.jsonl").read_text().splitlines()
     meta = json.loads((generation / "meta.json").read_text())
     assert matrix.shape[0] == len(lines) == meta["count"]
-    assert meta["format"] == "newsqa-index" and meta["version"] == 1
+    assert meta["format"] == "newsqa-index" and meta["version"] == 2
 
 
 def test_search_returns_best_passage_first(
@@ -159,7 +152,7 @@ def test_deleted_article_is_dropped(data_dir: Path, tmp_path: Path, encoder: Fak
     report = build_index(read_articles(data_dir).articles, again, tmp_path / "index")
     index = Index.load(tmp_path / "index")
     assert (report.removed_articles, report.embedded, again.embedded_passages) == (1, 0, 0)
-    assert "rain" not in index.articles and all(p.article_id != "rain" for p in index.passages)
+    assert index.article("rain") is None and all(p.article_id != "rain" for p in index.passages)
     assert index.article_passages("match")[0].article_id == "match"
 
 
@@ -261,7 +254,8 @@ def test_a_second_concurrent_build_is_refused(
 def test_passages_are_read_lazily_and_truncation_is_detected(
     data_dir: Path, tmp_path: Path, encoder: FakeEncoder
 ) -> None:
-    """Passages parse on access (any row, slices, negatives); a cut passages file fails at open."""
+    """Passages parse on access (any row, slices, negatives); a cut passages file fails at open,
+    even when the checksums are not verified (as for a large index)."""
     index = _build(data_dir, tmp_path / "index", encoder)
     assert index.passages[-1] == index.passages[6]
     assert [p.ordinal for p in index.passages[2:4]] == [2, 3]
@@ -270,4 +264,6 @@ def test_passages_are_read_lazily_and_truncation_is_detected(
     passages = tmp_path / "index" / str(current_generation(tmp_path / "index")) / "passages.jsonl"
     passages.write_bytes(passages.read_bytes()[:-10])
     with pytest.raises(IndexCorruptError, match=r"passages\.jsonl is"):
+        Index.load(tmp_path / "index", verify=False)
+    with pytest.raises(IndexCorruptError, match=r"passages\.jsonl does not match its checksum"):
         Index.load(tmp_path / "index")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from embeddings.articles import read_articles
-from embeddings.index import MULTILINGUAL_VECTORS, Index, build_index, current_generation
+from embeddings.build import build_index
+from embeddings.index import MULTILINGUAL_VECTORS, Index, current_generation
 from embeddings.language import detect_language
 from embeddings.multilingual import multilingual_available
 from embeddings.search import Searcher

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from bot.replies import answers_message, article_messages, telegram_length
 from embeddings.articles import Article, ReadResult, read_articles
+from embeddings.build import build_index
 from embeddings.errors import EmptyQuestionError
-from embeddings.index import Hit, Index, build_index
+from embeddings.index import Hit, Index
 from embeddings.passages import Passage, split_article
 from embeddings.search import Answer, Searcher, sentence_spans
 from embeddings.sentences import split_sentences
@@ -325,7 +326,9 @@ def test_any_question_gets_a_valid_reply_or_the_empty_question_notice(
     unless it has no words at all, which is the one error the bot turns into a notice."""
     encoder = FakeEncoder()
     passages = [_passage(text, f"Title {i}", i) for i, text in enumerate(texts)]
-    index = Index("g", encoder.encode_passages([p.embedding_text for p in passages]), passages, {})
+    index = Index.from_passages(
+        passages, encoder.encode_passages([p.embedding_text for p in passages])
+    )
     try:
         answers = Searcher(index, encoder).ask(question, 3)
     except EmptyQuestionError:

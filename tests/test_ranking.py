@@ -158,13 +158,17 @@ def test_collapse_duplicates_keeps_the_first_wire_copy() -> None:
 
 
 def test_spread_articles_defers_a_second_passage_unless_clearly_better() -> None:
-    """Article 0's second passage waits behind article 1 unless it leads by the margin."""
+    """Article 0's second passage waits behind article 1 unless its own score (without the
+    article context both its passages share) leads by the margin."""
     articles = np.array([0, 0, 1])
-    close = [Ranked(0, 0.9), Ranked(1, 0.85), Ranked(2, 0.8)]
+    close = [Ranked(0, 0.9, 0.9), Ranked(1, 0.85, 0.85), Ranked(2, 0.8, 0.8)]
     assert [r.row for r in spread_articles(close, articles, 3, margin=0.1)] == [0, 2, 1]
-    clear = [Ranked(0, 0.9), Ranked(1, 0.85), Ranked(2, 0.5)]
+    clear = [Ranked(0, 0.9, 0.9), Ranked(1, 0.85, 0.85), Ranked(2, 0.5, 0.5)]
     assert [r.row for r in spread_articles(clear, articles, 3, margin=0.1)] == [0, 1, 2]
     assert [r.row for r in spread_articles(close, articles, 2, margin=0.1)] == [0, 2]
+    # Lifted by its article's score only: it still waits.
+    lifted = [Ranked(0, 0.9, 0.9), Ranked(1, 0.85, 0.3), Ranked(2, 0.5, 0.5)]
+    assert [r.row for r in spread_articles(lifted, articles, 3, margin=0.1)] == [0, 2, 1]
 
 
 TODAY = dt.date(2024, 3, 14)  # a Thursday
