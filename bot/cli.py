@@ -115,6 +115,20 @@ def index(data_dir: Path, index_dir: Path, model: str, multilingual: bool) -> No
 
 
 @main.command()
+@data_option
+@index_options
+def check(data_dir: Path, index_dir: Path, model: str) -> None:
+    """Read every file of the index and verify it against the checksums its build wrote.
+
+    Opening an index checks shapes and sizes always, and checksums for indexes up to 256 MB;
+    this checks a larger index completely (it reads all of it).
+    """
+    with reported_errors(data_dir, model):
+        index = Index.load(index_dir, verify=True)
+    click.echo(f"Index at {index_dir} is whole: {len(index)} passages, {index.generation}.")
+
+
+@main.command()
 @click.argument("question")
 @click.option("-k", "--top", "k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per passage.")

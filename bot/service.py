@@ -25,8 +25,8 @@ from embeddings.search import Answer, Query, Searcher
 
 log = logging.getLogger(__name__)
 
-# How many ranked passages a question keeps for paging with "More".
-RANKED = 30
+# How many ranked passages a question keeps for paging with "More" (five pages of three).
+RANKED = 15
 # Below this cosine between a question and its nearest passage, the articles do not answer it:
 # chosen on judged BBC questions (benchmarks/quality.py) for at most 10% false answers.
 MIN_SCORE = 0.45

@@ -43,8 +43,10 @@ class RankingSettings:
     lexical_weight: float = 0.5
     # Weight of a second dense model (e.g. the multilingual matrix) when its scores are given.
     second_dense_weight: float = 0.0
-    depth: int = 100  # normalisation window and answer-type candidates per signal
+    depth: int = 100  # normalisation window per signal
     answer_type_bonus: float = 0.5
+    # The bonus is weighed for this many best fused passages (reading each one's text).
+    answer_type_depth: int = 30
     article_weight: float = 0.7
     # Within the article's score: the share of the article-vector cosine (the rest: best passage).
     article_vector_weight: float = 0.3
@@ -90,12 +92,6 @@ def fuse(signals: Sequence[tuple[float, Scores]], depth: int) -> npt.NDArray[np.
     return total
 
 
-def candidates(signals: Sequence[Scores], depth: int) -> Rows:
-    """The union of each signal's top `depth` rows, in row order."""
-    tops = [top_rows(scores, depth) for scores in signals]
-    return np.unique(np.concatenate(tops)) if tops else np.zeros(0, dtype=np.intp)
-
-
 def top_rows(scores: Scores, k: int) -> Rows:
     """Rows of the `k` highest scores, best first (ties in row order)."""
     k = min(k, len(scores))
@@ -138,11 +134,12 @@ _YEAR_OR_DATE = re.compile(
     r"yesterday|today|tomorrow|century|decade|ago)\b",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(
-    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
-    r"forty|fifty|hundred|thousand|million|billion|dozen|half)\b",
-    re.IGNORECASE,
+_NUMBER_WORDS = (
+    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
+    r"forty|fifty|hundred|thousand|million|billion|dozen|half)\b"
 )
+# A word holding a digit, or a number word: the words of a text that state a number.
+_NUMBER_WORD = re.compile(rf"[^\W_]*\d[^\W_]*|{_NUMBER_WORDS}", re.IGNORECASE)
 # A capitalised word that does not start a sentence.
 _NAME = re.compile(r"(?<!^)(?<![.!?\"'\u201c]\s)\b[A-Z][\w'-]*[a-z][\w'-]*")
 
@@ -161,7 +158,7 @@ def offers_answer(text: str, kind: AnswerType, question_words: frozenset[str]) -
     if kind is AnswerType.DATE:
         found = [m.group(0) for m in _YEAR_OR_DATE.finditer(text)]
     elif kind is AnswerType.NUMBER:
-        found = [word for word in _WORD.findall(text) if _NUMBER.search(word)]
+        found = _NUMBER_WORD.findall(text)
     else:
         found = _NAME.findall(text)
     return any(item.lower() not in question_words for item in found)
@@ -248,7 +245,7 @@ def rank(
     if second_dense is not None:
         signals.append((settings.second_dense_weight, second_dense))
     fused = fuse(signals, settings.depth)
-    pool = candidates([s for w, s in signals if w], settings.depth)
+    pool = top_rows(fused, settings.answer_type_depth)
     fused[pool] += answer_type_bonus(question, texts, pool, settings.answer_type_bonus)
     final = article_context(
         fused,
@@ -288,11 +285,14 @@ def _shingles(text: str) -> frozenset[tuple[str, ...]]:
     words = [w.lower() for w in _WORD.findall(text)]
     if len(words) < 3:
         return frozenset({tuple(words)})
-    return frozenset(tuple(words[i : i + 3]) for i in range(len(words) - 2))
+    return frozenset(zip(words, words[1:], words[2:], strict=False))
 
 
 def _jaccard(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+    if a.isdisjoint(b):  # most pairs: no shared 3-gram, found without building a set
+        return 0.0 if a or b else 1.0
+    shared = len(a & b)
+    return shared / (len(a) + len(b) - shared)
 
 
 def spread_articles(

@@ -10,8 +10,9 @@ union of the shortlists ranks exactly as ranking every passage would.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ from embeddings.encoder import Encoder, Vectors
 from embeddings.errors import EmptyQuestionError
 from embeddings.index import Hit, Index
 from embeddings.language import is_english
+from embeddings.passages import Passage
 from embeddings.ranking import (
     DEFAULT_SETTINGS,
     RankingSettings,
@@ -36,7 +38,7 @@ from embeddings.sentences import split_sentences
 Rows = npt.NDArray[np.intp]
 
 # The ranked passages considered for wire copies and the spread over articles, per result.
-_PER_RESULT = 3
+_PER_RESULT = 2
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,7 @@ class Searcher:
         lexical_rows = top_rows(lexical_all, depth)
         pool = np.union1d(dense_rows, lexical_rows[lexical_all[lexical_rows] > 0])
         dense = index.cosines(query.vector, pool, multilingual=query.multilingual)
-        passages = [index.passages[int(row)] for row in pool]
-        texts = [passage.text for passage in passages]
+        texts = _PoolTexts(index.passages, pool)
         numbers = np.asarray(index.catalog.row_articles[pool], dtype=np.intp)
         articles, local = np.unique(numbers, return_inverse=True)
         ranked = rank(
@@ -140,7 +141,7 @@ class Searcher:
             settings=self.settings,
         )
         chosen = spread_articles(collapse_duplicates(ranked, texts), local, k)
-        hits = [Hit(passages[item.row], float(dense[item.row])) for item in chosen]
+        hits = [Hit(texts.passage(item.row), float(dense[item.row])) for item in chosen]
         return Results(hits, float(dense_top[0]) if len(dense_top) else 0.0)
 
     def _article_cosines(self, query: Query, articles: Rows) -> Vectors:
@@ -175,6 +176,36 @@ class Searcher:
 
     def _encoder(self, multilingual: bool) -> Encoder:
         return self.multilingual if multilingual and self.multilingual else self.encoder
+
+
+class _PoolTexts(Sequence[str]):
+    """The texts of a pool of passage rows, read from the index only when the ranking asks:
+    most of the pool is ranked on its scores alone."""
+
+    def __init__(self, passages: Sequence[Passage], rows: Rows) -> None:
+        self._passages = passages
+        self._rows = rows
+        self._read: dict[int, Passage] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, item: int) -> str: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> list[str]: ...
+
+    def __getitem__(self, item: int | slice) -> str | list[str]:
+        if isinstance(item, slice):
+            return [self.passage(i).text for i in range(*item.indices(len(self)))]
+        return self.passage(item).text
+
+    def passage(self, position: int) -> Passage:
+        """The passage at `position` in the pool."""
+        if position not in self._read:
+            self._read[position] = self._passages[int(self._rows[position])]
+        return self._read[position]
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:

@@ -1,13 +1,15 @@
-"""Passages on disk: JSON Lines plus a byte-offset array, read lazily through a memory map.
+"""Passages on disk: JSON Lines plus a byte-offset array, each line read when it is needed.
 
 Parsing a million passages at open would take seconds; with the offsets, opening is
-instant and a passage is parsed only when a search returns it.
+instant and a passage is read (one `pread`) and parsed only when a search returns it. A memory
+map would be as fast, but kernels with large page-cache folios map up to 2 MB around every
+touched line, so a running bot would soon count most of the file in its memory.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
@@ -30,11 +32,11 @@ class PassageStore(Sequence[Passage]):
     """The passages of one index generation, parsed on access."""
 
     def __init__(self, path: Path, offsets: npt.NDArray[np.int64]):
-        with path.open("rb") as file:
-            size = file.seek(0, 2)
-            if len(offsets) == 0 or int(offsets[-1]) != size:
-                raise ValueError(f"{path.name} is {size} bytes, its offsets say {offsets[-1:]}")
-            self._data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self._file = path.open("rb", buffering=0)
+        size = self._file.seek(0, 2)
+        if len(offsets) == 0 or int(offsets[-1]) != size:
+            self._file.close()
+            raise ValueError(f"{path.name} is {size} bytes, its offsets say {offsets[-1:]}")
         self._offsets = offsets
 
     def __len__(self) -> int:
@@ -58,4 +60,7 @@ class PassageStore(Sequence[Passage]):
 
     def _read(self, row: int) -> Passage:
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
-        return Passage.from_json(json.loads(self._data[start:end]))
+        line = os.pread(self._file.fileno(), end - start, start)
+        if len(line) != end - start:
+            raise ValueError(f"passage {row} is cut short: the passages file shrank")
+        return Passage.from_json(json.loads(line))
