@@ -521,21 +521,24 @@ def _scans(
     The int8 scan is the step `Int8Matrix.search` takes for RANKED hits (the shortlist of
     max(CANDIDATES, 10 x RANKED) rows, selection included), at `threads` threads and at one;
     the float32 scan is `vectors @ query` with BLAS held to `threads` threads. Each bound is the
-    scanned matrix's bytes over the read bandwidth of the same threads, best of the samples taken
-    before and after the scans (so a busy moment does not lower the bound).
+    scanned matrix's bytes over the read bandwidth of the same threads: the best of one read
+    sample per question, taken between the scans, so the bound sees the quiet moments the scans
+    see and a busy moment cannot lower it.
     """
     from threadpoolctl import threadpool_limits
 
     count = max(CANDIDATES, 10 * RANKED)
-    counts = sorted({1, threads})
-    before = {n: _read_bandwidth(int8.codes, n) for n in counts}
+    words = _words(int8.codes)
+    reads: dict[int, list[float]] = {1: [], threads: []}
     int8_n, int8_1, f32 = [], [], []
-    with threadpool_limits(threads):
+    with threadpool_limits(threads), ThreadPoolExecutor(threads) as pool:
         for query in queries:
+            for n, samples in reads.items():
+                samples.append(_read_seconds(words, n, pool))
             int8_n.append(timed(lambda q=query: int8.shortlist(q, count, threads))[1].wall)
             int8_1.append(timed(lambda q=query: int8.shortlist(q, count, 1))[1].wall)
             f32.append(timed(lambda q=query: vectors @ q)[1].wall)
-    gbps = {n: max(before[n], _read_bandwidth(int8.codes, n)) for n in counts}
+    gbps = {n: words.nbytes / min(samples) / 1e9 for n, samples in reads.items()}
     f32_gbps = max(gbps[threads], _read_bandwidth(vectors, threads))
     return {
         "scan_threads": threads,
@@ -617,15 +620,24 @@ def _peak_rss_mb() -> float:
 
 
 def _read_bandwidth(array: npt.NDArray[Any], threads: int) -> float:
-    """Read bandwidth in GB/s: an OR-reduction over `array`, one contiguous part per thread.
-
-    Best of 5: the bound is what the memory can give, not what a busy moment left.
-    """
-    words = np.asarray(array).reshape(-1).view(np.uint64)
-    parts = np.array_split(words, threads)
+    """Read bandwidth in GB/s over `array` by `threads` threads, best of 5."""
+    words = _words(array)
     with ThreadPoolExecutor(threads) as pool:
-        runs = [timed(lambda: list(pool.map(np.bitwise_or.reduce, parts)))[1] for _ in range(5)]
-    return words.nbytes / min(r.wall for r in runs) / 1e9
+        best = min(_read_seconds(words, threads, pool) for _ in range(5))
+    return words.nbytes / best / 1e9
+
+
+def _read_seconds(words: npt.NDArray[np.uint64], threads: int, pool: ThreadPoolExecutor) -> float:
+    """Seconds to OR-reduce `words`, one contiguous part per thread (one thread: no pool)."""
+    if threads == 1:
+        return timed(lambda: np.bitwise_or.reduce(words))[1].wall
+    parts = np.array_split(words, threads)
+    return timed(lambda: list(pool.map(np.bitwise_or.reduce, parts)))[1].wall
+
+
+def _words(array: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+    """`array`'s bytes as 64-bit words, without a copy (rows of 384 bytes divide evenly)."""
+    return np.asarray(array).reshape(-1).view(np.uint64)
 
 
 def _cores() -> int:

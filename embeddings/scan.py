@@ -42,7 +42,8 @@ CANDIDATES = 100
 _BLOCK = 16384
 # Rows per numpy step when NumKong is missing: 1.5 MB of float32, inside a core's cache.
 _NUMPY_BLOCK = 1024
-# Below this many rows one thread scans faster than two: handing work over costs ~50 us.
+# Smaller matrices scan in this thread: a couple of milliseconds of work at most, where waking
+# the pool and merging its parts would eat much of what a second core saves.
 _PARALLEL_ROWS = 65536
 
 Codes = npt.NDArray[np.int8]
