@@ -8,7 +8,10 @@ scores are the float ones. On this project's vectors the int8 shortlist of 100 h
 top 10 (benchmarks/speed.py measures it).
 
 The kernel is NumKong's int8 dot product (`numkong.cdist`, AVX2/AVX-512/NEON); without NumKong the
-same arithmetic runs in numpy over row chunks, correct but slower than the float32 scan.
+same arithmetic runs in numpy, correct but slower than the float32 scan. One core's kernel is
+slower than memory (on AVX2 it widens every byte to 16 bits before multiplying), so big matrices
+are cut into one contiguous part per core, scanned by threads (the kernel releases the GIL), and
+each part keeps only its best rows as it goes: the full score array is never built.
 
 Files (plain ``.npy``, ``allow_pickle=False``)::
 
@@ -18,10 +21,14 @@ Files (plain ``.npy``, ``allow_pickle=False``)::
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,11 +38,17 @@ from embeddings.encoder import Vectors
 CODES, SCALES = "codes.npy", "scales.npy"
 # Rows the int8 scan hands to the float rescoring (at least; 10 x k when k is larger).
 CANDIDATES = 100
+# Rows per kernel call: 6 MB of codes streamed, 64 KB of scores that stay in the core's L2 cache.
+_BLOCK = 16384
 # Rows per numpy step when NumKong is missing: 1.5 MB of float32, inside a core's cache.
-_CHUNK = 4096
+_NUMPY_BLOCK = 1024
+# Smaller matrices scan in this thread: a couple of milliseconds of work at most, where waking
+# the pool and merging its parts would eat much of what a second core saves.
+_PARALLEL_ROWS = 65536
 
 Codes = npt.NDArray[np.int8]
 Rows = npt.NDArray[np.intp]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -69,34 +82,63 @@ class Int8Matrix:
         """Open the codes of `folder` memory-mapped (nothing is read until a scan)."""
         codes = np.load(folder / CODES, mmap_mode="r", allow_pickle=False)
         scales = np.load(folder / SCALES, allow_pickle=False)
-        if codes.dtype != np.int8 or scales.shape != (codes.shape[1],):
+        if codes.dtype != np.int8 or codes.ndim != 2 or scales.shape != (codes.shape[1],):
             raise ValueError(
                 f"codes {codes.shape} {codes.dtype} do not match scales {scales.shape}"
             )
+        if not np.issubdtype(scales.dtype, np.floating):
+            raise ValueError(f"scales are {scales.dtype}, not floating point")
         return cls(codes, scales.astype(np.float32))
 
-    def scores(self, query: Vectors) -> Vectors:
+    def scores(self, query: Vectors, threads: int | None = None) -> Vectors:
         """Approximate dot products of every row with `query` (error ~1e-3 for unit vectors)."""
-        folded = query * self.scales  # code . folded == (code * scales) . query
-        peak = float(np.abs(folded).max())
-        step = peak / 127 if peak > 0 else 1.0
-        query_codes = np.rint(folded / step).astype(np.int8)
-        return _int8_dots(self.codes, query_codes) * np.float32(step)
+        query_codes, step = self._quantize_query(query)
+        out = np.empty(len(self), dtype=np.float32)
+        parts = _parts(len(self), threads)
+        _run(parts, lambda lo, hi: _dots(self.codes[lo:hi], query_codes, out[lo:hi]))
+        out *= np.float32(step)
+        return out
 
-    def search(self, query: Vectors, k: int, vectors: Vectors | FloatRows) -> tuple[Rows, Vectors]:
+    def shortlist(self, query: Vectors, count: int, threads: int | None = None) -> Rows:
+        """The `count` rows with the highest int8 scores, best first (ties: lower row first).
+
+        The same rows as ranking `scores(query)`, without building that array: each part keeps
+        its best rows while it scans.
+        """
+        count = min(count, len(self))
+        if count <= 0:
+            return np.zeros(0, dtype=np.intp)
+        query_codes, _ = self._quantize_query(query)
+        parts = _parts(len(self), threads)
+        found = _run(parts, lambda lo, hi: _scan_part(self.codes, query_codes, lo, hi, count))
+        rows = np.concatenate([r for r, _ in found])
+        rows, _ = _top(np.concatenate([s for _, s in found]), rows, count)
+        return rows
+
+    def search(
+        self, query: Vectors, k: int, vectors: Vectors | FloatRows, threads: int | None = None
+    ) -> tuple[Rows, Vectors]:
         """The `k` best rows by their float score in `vectors`, best first, and those scores.
 
         The int8 scan shortlists `max(CANDIDATES, 10 * k)` rows; only those rows of `vectors`
-        (the float matrix in memory, or `FloatRows` reading it from disk) are read.
+        (the float matrix in memory, or `FloatRows` reading it from disk) are read. `threads`
+        defaults to every core this process may run on.
         """
         k = min(k, len(self))
         if k <= 0:
             return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
-        shortlist = _best(self.scores(query), max(CANDIDATES, 10 * k))
+        shortlist = self.shortlist(query, max(CANDIDATES, 10 * k), threads)
         shortlist.sort()  # ascending rows read the file in order
         exact = np.asarray(vectors[shortlist], dtype=np.float32) @ query
         best = _best(exact, k)
         return shortlist[best], exact[best]
+
+    def _quantize_query(self, query: Vectors) -> tuple[Codes, float]:
+        """int8 codes of `query * scales` and their step: code . query_code * step ~ score."""
+        folded = query * self.scales  # code . folded == (code * scales) . query
+        peak = float(np.abs(folded).max()) if folded.size else 0.0
+        step = peak / 127 if peak > 0 else 1.0
+        return np.rint(folded / step).astype(np.int8), step
 
 
 class FloatRows:
@@ -133,24 +175,109 @@ class FloatRows:
 
 def _best(scores: Vectors, count: int) -> Rows:
     """Positions of the `count` highest scores, best first; ties keep position order."""
-    count = min(count, len(scores))
-    candidates = np.argpartition(-scores, count - 1)[:count]
-    order = np.lexsort((candidates, -scores[candidates]))
-    rows: Rows = candidates[order]
+    rows, _ = _top(scores, np.arange(len(scores)), count)
     return rows
 
 
-def _int8_dots(codes: Codes, query_codes: Codes) -> Vectors:
-    """`codes @ query_codes` as float32, by NumKong's SIMD kernel when it is installed."""
+def _top(scores: Vectors, rows: Rows, count: int) -> tuple[Rows, Vectors]:
+    """The `count` best (row, score) pairs, best first; ties go to the lower row."""
+    count = min(count, len(scores))
+    if count <= 0:
+        return rows[:0], scores[:0]
+    candidates = np.argpartition(-scores, count - 1)[:count]
+    order = np.lexsort((rows[candidates], -scores[candidates]))
+    chosen = candidates[order]
+    return rows[chosen], scores[chosen]
+
+
+class _Shortlist:
+    """The best `count` rows offered so far, and the score a new row must reach to matter."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.rows: list[Rows] = [np.zeros(0, dtype=np.intp)]
+        self.scores: list[Vectors] = [np.zeros(0, dtype=np.float32)]
+        self.held = 0
+        self.floor = -np.inf
+
+    def offer(self, scores: Vectors, first_row: int) -> None:
+        """Keep the rows of `scores` (rows `first_row`, `first_row + 1`, ...) that can still win."""
+        hits = np.flatnonzero(scores >= self.floor)
+        self.rows.append(hits + first_row)
+        self.scores.append(scores[hits])
+        self.held += len(hits)
+        if self.held > 4 * self.count:  # cut back rarely: each cut sorts what is held
+            self._cut()
+
+    def best(self) -> tuple[Rows, Vectors]:
+        return _top(np.concatenate(self.scores), np.concatenate(self.rows), self.count)
+
+    def _cut(self) -> None:
+        rows, scores = self.best()
+        self.rows, self.scores, self.held = [rows], [scores], len(rows)
+        if len(rows) == self.count:
+            self.floor = float(scores[-1])
+
+
+def _scan_part(
+    codes: Codes, query_codes: Codes, lo: int, hi: int, count: int
+) -> tuple[Rows, Vectors]:
+    """The best `count` rows of `codes[lo:hi]` by int8 dot product, one cached block at a time."""
+    buffer = np.empty(_BLOCK, dtype=np.float32)
+    shortlist = _Shortlist(count)
+    for start in range(lo, hi, _BLOCK):
+        stop = min(start + _BLOCK, hi)
+        scores = buffer[: stop - start]
+        _dots(codes[start:stop], query_codes, scores)
+        shortlist.offer(scores, start)
+    return shortlist.best()
+
+
+def _parts(rows: int, threads: int | None) -> list[tuple[int, int]]:
+    """Contiguous (start, stop) row ranges of about equal size, one per thread."""
+    wanted = _cores() if threads is None else threads
+    if wanted < 1:
+        raise ValueError(f"threads must be at least 1, not {wanted}")
+    count = 1 if rows < _PARALLEL_ROWS else wanted
+    edges = [rows * part // count for part in range(count + 1)]
+    return list(itertools.pairwise(edges))
+
+
+def _run(parts: list[tuple[int, int]], work: Callable[[int, int], T]) -> list[T]:
+    """`work(start, stop)` for every part: in this thread when there is one, else in the pool."""
+    if len(parts) == 1:
+        return [work(*parts[0])]
+    return list(_pool(len(parts)).map(lambda part: work(*part), parts))
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One long-lived pool per thread count: starting threads per question would cost more."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="int8-scan")
+
+
+def _cores() -> int:
+    """Cores this process may run on (not every core of the machine, under a CPU affinity mask)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _dots(codes: Codes, query_codes: Codes, out: Vectors) -> None:
+    """`codes @ query_codes` into `out`, by NumKong when it is installed.
+
+    float32 holds these sums exactly: 384 * 127 * 127 is below 2**24.
+    """
+    if len(codes) == 0:
+        return
     kernel = _numkong()
     if kernel is not None:
-        result = kernel.cdist(query_codes[None, :], codes, "dot", out_dtype="float32")
-        return np.asarray(result, dtype=np.float32).reshape(len(codes))
+        kernel.cdist(query_codes[None, :], codes, "dot", out=out[None, :], out_dtype="float32")
+        return
     query = query_codes.astype(np.float32)
-    out = np.empty(len(codes), dtype=np.float32)
-    for start in range(0, len(codes), _CHUNK):
-        np.matmul(codes[start : start + _CHUNK].astype(np.float32), query, out=out[start:][:_CHUNK])
-    return out
+    for start in range(0, len(codes), _NUMPY_BLOCK):
+        block = codes[start : start + _NUMPY_BLOCK].astype(np.float32)
+        np.matmul(block, query, out=out[start : start + _NUMPY_BLOCK])
 
 
 def _numkong() -> Any:
