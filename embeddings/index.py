@@ -40,7 +40,7 @@ from embeddings.encoder import Vectors
 from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError
 from embeddings.lexical import LexicalIndex
 from embeddings.passages import Passage
-from embeddings.scan import CODES, Int8Matrix
+from embeddings.scan import CODES, Int8Matrix, has_fast_kernel
 from embeddings.store import PassageStore
 
 FORMAT = "newsqa-index"
@@ -139,7 +139,7 @@ class Index:
     ) -> tuple[Rows, Vectors]:
         """Rows of the `k` passages closest to `query`, best first, and their cosines."""
         matrix = self._matrix(multilingual)
-        if self.codes is not None and not multilingual:
+        if self.codes is not None and not multilingual and has_fast_kernel():
             return self.codes.search(query, k, matrix)
         scores = matrix @ query
         rows = np.array(top_k(scores, k), dtype=np.intp)
