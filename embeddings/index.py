@@ -40,7 +40,7 @@ from embeddings.encoder import Vectors
 from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError
 from embeddings.lexical import LexicalIndex
 from embeddings.passages import Passage
-from embeddings.scan import CODES, Int8Matrix, has_fast_kernel
+from embeddings.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel
 from embeddings.store import PassageStore
 
 FORMAT = "newsqa-index"
@@ -98,6 +98,12 @@ class Index:
         self.lexical = lexical
         self.multilingual = multilingual
         self.codes = codes
+        # Rows for rescoring, copied with pread: gathering them through the memory map would
+        # map up to 2 MB around each (large page-cache folios), and a running bot would soon
+        # count most of the matrix in its memory.
+        self._rows: Vectors | FloatRows = (
+            FloatRows(folder / VECTORS) if folder is not None and codes is not None else vectors
+        )
 
     @classmethod
     def from_passages(cls, passages: Sequence[Passage], vectors: Vectors) -> Index:
@@ -140,15 +146,16 @@ class Index:
         """Rows of the `k` passages closest to `query`, best first, and their cosines."""
         matrix = self._matrix(multilingual)
         if self.codes is not None and not multilingual and has_fast_kernel():
-            return self.codes.search(query, k, matrix)
+            return self.codes.search(query, k, self._rows)
         scores = matrix @ query
         rows = np.array(top_k(scores, k), dtype=np.intp)
         return rows, scores[rows]
 
     def cosines(self, query: Vectors, rows: Rows, *, multilingual: bool = False) -> Vectors:
         """The cosines of `query` with the given rows only."""
-        matrix = self._matrix(multilingual)
-        return np.asarray(matrix[np.sort(rows)] @ query)[np.argsort(np.argsort(rows))]
+        matrix = self._matrix(multilingual) if multilingual else self._rows
+        ordered = np.sort(rows)  # ascending rows read the file in order
+        return np.asarray(matrix[ordered] @ query)[np.searchsorted(ordered, rows)]
 
     def _matrix(self, multilingual: bool) -> Vectors:
         matrix = self.multilingual if multilingual else self.vectors

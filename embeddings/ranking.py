@@ -282,7 +282,7 @@ def collapse_duplicates(
 
 
 def _shingles(text: str) -> frozenset[tuple[str, ...]]:
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = _WORD.findall(text.lower())
     if len(words) < 3:
         return frozenset({tuple(words)})
     return frozenset(zip(words, words[1:], words[2:], strict=False))

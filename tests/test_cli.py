@@ -33,6 +33,13 @@ def _corrupt(index_dir: Path) -> None:
     np.save(index_dir / str(current_generation(index_dir)) / VECTORS, np.zeros((2, 2)))
 
 
+def _flip_a_byte(index_dir: Path) -> None:
+    path = index_dir / str(current_generation(index_dir)) / VECTORS
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
 ERRORS = [
     # (arguments, setup, expected words in the one-line error)
     (["index", "--data", "{empty}"], None, "No readable articles in"),
@@ -45,6 +52,8 @@ ERRORS = [
         "rebuild it with: newsqa index --model other/model",
     ),
     (["ask", "q", "--index", "{index}"], _corrupt, "is damaged"),
+    (["check", "--index", "{index}"], _flip_a_byte, "does not match its checksum); rebuild it"),
+    (["check", "--index", "{missing}"], None, "No index at"),
     (["chat", "--index", "{missing}"], None, "build one with: newsqa index"),
     (["bot", "--index", "{missing}"], None, "No bot token; set TELEGRAM_BOT_TOKEN"),
     (["bot", "--token", "1:x", "--index", "{missing}"], None, "No index at"),
@@ -106,3 +115,9 @@ def test_help_lists_the_commands_and_their_environment_variables() -> None:
         assert command in output
     code, output = _invoke("ask", "--help")
     assert "NEWSQA_INDEX" in output and "NEWSQA_MODEL" in output
+
+
+def test_check_reports_a_whole_index(index_dir: Path) -> None:
+    """`newsqa check` reads every file of a good index and says it is whole."""
+    code, output = _invoke("check", "--index", str(index_dir))
+    assert code == 0 and "is whole: 7 passages" in output

@@ -267,3 +267,52 @@ def test_passages_are_read_lazily_and_truncation_is_detected(
         Index.load(tmp_path / "index", verify=False)
     with pytest.raises(IndexCorruptError, match=r"passages\.jsonl does not match its checksum"):
         Index.load(tmp_path / "index")
+
+
+def test_large_index_scan_finds_what_the_float_scan_finds(
+    data_dir: Path, tmp_path: Path, encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From `INT8_SCAN_ROWS` passages on, a build keeps an int8 copy of the matrix and search
+    goes through it; hits and cosines are the exact float ones."""
+    monkeypatch.setattr("embeddings.build.INT8_SCAN_ROWS", 0)
+    _add_articles(data_dir)
+    index = _build(data_dir, tmp_path / "index", encoder)
+    assert index.codes is not None and index.codes.codes.shape == index.vectors.shape
+    query = encoder.encode_queries(["rain flooded the valley villages"])[0]
+    rows, scores = index.nearest(query, 5)
+    exact = np.asarray(index.vectors) @ query
+    assert list(rows) == top_k(exact, 5) and np.allclose(scores, exact[rows], atol=1e-6)
+    assert np.allclose(index.cosines(query, rows[::-1]), exact[rows[::-1]], atol=1e-6)
+
+
+def test_article_records_are_read_only_when_asked(
+    data_dir: Path, tmp_path: Path, encoder: FakeEncoder
+) -> None:
+    """Opening an index parses no article record; the catalog answers by id, date and order."""
+    _add_articles(data_dir)
+    index = _build(data_dir, tmp_path / "index", encoder)
+    assert "entries" not in vars(index.catalog)
+    rain = index.article("rain")
+    assert rain is not None and rain.title == "Heavy rain floods the valley"
+    assert [p.article_id for p in index.article_passages("rain")] == ["rain"]
+    assert index.article("missing") is None and index.article_passages("missing") == []
+    first, last = index.catalog.date_range()
+    assert (str(first), str(last)) == ("2023-07-09", "2024-06-10")
+    assert [e.id for e in index.catalog.newest(2)] == ["match", "rain"]
+    assert int(index.catalog.row_articles[rain.first]) == index.catalog.numbers["rain"]
+
+
+def test_large_index_skips_checksums_at_open_but_check_reads_them(
+    data_dir: Path, tmp_path: Path, encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above `VERIFY_BYTES` an index opens without hashing its files (a million passages open
+    in well under a second); `Index.verify` still finds a changed byte."""
+    index = _build(data_dir, tmp_path / "index", encoder)
+    generation = tmp_path / "index" / index.generation
+    data = bytearray((generation / VECTORS).read_bytes())
+    data[-5] ^= 0x40
+    (generation / VECTORS).write_bytes(bytes(data))
+    monkeypatch.setattr("embeddings.index.VERIFY_BYTES", 0)
+    opened = Index.load(tmp_path / "index")
+    with pytest.raises(IndexCorruptError, match=r"vectors\.npy does not match its checksum"):
+        opened.verify()
