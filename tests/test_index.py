@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -316,3 +317,26 @@ def test_large_index_skips_checksums_at_open_but_check_reads_them(
     opened = Index.load(tmp_path / "index")
     with pytest.raises(IndexCorruptError, match=r"vectors\.npy does not match its checksum"):
         opened.verify()
+
+
+def test_a_date_in_the_question_prefers_articles_from_then(
+    data_dir: Path, tmp_path: Path, encoder: FakeEncoder
+) -> None:
+    """Two reports of the same kind of event: the month or relative week the question names
+    picks the article from then; without a date, the closer wording wins."""
+    for name, day, river in (("may", "2024-05-02", "Elbe"), ("june", "2024-06-20", "Rhine")):
+        write_article(
+            data_dir, f"{name}.txt", f"Floods on the {river}",
+            f"Floods on the {river} closed the roads to the valley villages for three days.",
+            date=day,
+        )  # fmt: skip
+    build_index(read_articles(data_dir).articles, encoder, tmp_path / "index")
+    index = Index.load(tmp_path / "index")
+    searcher = Searcher(index, encoder, today=lambda: dt.date(2024, 6, 26))
+
+    def first(question: str) -> str:
+        return searcher.rank(searcher.encode_question(question), 1)[0].passage.article_id
+
+    assert first("Which roads did the Rhine floods close?") == "june"
+    assert first("Which roads did the Rhine floods close in May 2024?") == "may"
+    assert first("Which roads did the Elbe floods close last week?") == "june"
