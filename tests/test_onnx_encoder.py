@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,59 +14,48 @@ from embeddings.errors import EncoderLoadError
 from embeddings.onnx_encoder import ONNX_SUFFIX, OnnxEncoder, OnnxExportError, export_onnx
 from embeddings.passages import split_article
 from tests.conftest import SEED_ARTICLE
+from tests.conftest import SEED_QUESTION as QUESTION
 
 pytestmark = pytest.mark.model
 
 pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
 pytest.importorskip("onnx", reason="quantising the export needs onnx")
 
-QUESTION = "Who held the press conference about the plenary session?"
-
 
 @pytest.fixture(scope="module")
-def torch_encoder() -> SentenceTransformerEncoder:
-    """The default model on torch, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformerEncoder()
-
-
-@pytest.fixture(scope="module")
-def onnx_encoder(tmp_path_factory: pytest.TempPathFactory) -> OnnxEncoder:
+def onnx_encoder(onnx_export: Path) -> OnnxEncoder:
     """The default model exported once to an int8 ONNX folder."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    folder = tmp_path_factory.mktemp("onnx") / "model"
-    export_onnx("sentence-transformers/all-MiniLM-L6-v2", folder)
-    return OnnxEncoder(folder)
+    return OnnxEncoder(onnx_export)
 
 
 @pytest.fixture(scope="module")
-def seed_texts(torch_encoder: SentenceTransformerEncoder) -> list[str]:
+def seed_texts(real_encoder: SentenceTransformerEncoder) -> list[str]:
     """The seed article's passages as the index embeds them (title + paragraph)."""
     [article] = read_articles(SEED_ARTICLE.parent).articles
-    passages = split_article(article, torch_encoder.count_tokens, torch_encoder.max_tokens)
+    passages = split_article(article, real_encoder.count_tokens, real_encoder.max_tokens)
     return [p.embedding_text for p in passages]
 
 
 def test_passage_vectors_match_torch(
-    onnx_encoder: OnnxEncoder, torch_encoder: SentenceTransformerEncoder, seed_texts: list[str]
+    onnx_encoder: OnnxEncoder, real_encoder: SentenceTransformerEncoder, seed_texts: list[str]
 ) -> None:
     """Every seed passage's int8 vector has cosine >= 0.98 with the torch float32 vector."""
     int8 = onnx_encoder.encode_passages(seed_texts)
-    fp32 = torch_encoder.encode_passages(seed_texts)
+    fp32 = real_encoder.encode_passages(seed_texts)
     cosines = np.sum(int8 * fp32, axis=1)
     assert int8.shape == fp32.shape and int8.dtype == np.float32
     assert cosines.min() >= 0.98, cosines
 
 
 def test_question_vector_matches_torch_and_ranks_the_same_passage_first(
-    onnx_encoder: OnnxEncoder, torch_encoder: SentenceTransformerEncoder, seed_texts: list[str]
+    onnx_encoder: OnnxEncoder, real_encoder: SentenceTransformerEncoder, seed_texts: list[str]
 ) -> None:
     """The question's vector agrees with torch, and both put the same passage first."""
     int8 = onnx_encoder.encode_queries([QUESTION])[0]
-    fp32 = torch_encoder.encode_queries([QUESTION])[0]
+    fp32 = real_encoder.encode_queries([QUESTION])[0]
     assert float(int8 @ fp32) >= 0.98
     best = np.argmax(onnx_encoder.encode_passages(seed_texts) @ int8)
-    assert best == np.argmax(torch_encoder.encode_passages(seed_texts) @ fp32)
+    assert best == np.argmax(real_encoder.encode_passages(seed_texts) @ fp32)
 
 
 def test_vectors_are_unit_length_and_nearly_independent_of_batching(
@@ -87,12 +75,12 @@ def test_vectors_are_unit_length_and_nearly_independent_of_batching(
 
 
 def test_tokens_are_counted_like_the_torch_model_without_truncation(
-    onnx_encoder: OnnxEncoder, torch_encoder: SentenceTransformerEncoder
+    onnx_encoder: OnnxEncoder, real_encoder: SentenceTransformerEncoder
 ) -> None:
     """count_tokens matches the torch tokenizer, even past tokenizer.json's 128-token cut."""
     long_text = " ".join(["parliament"] * 300)
     for text in [QUESTION, long_text, ""]:
-        assert onnx_encoder.count_tokens(text) == torch_encoder.count_tokens(text)
+        assert onnx_encoder.count_tokens(text) == real_encoder.count_tokens(text)
     assert onnx_encoder.count_tokens(long_text) > 256
 
 

@@ -1,0 +1,52 @@
+"""Which runtime embeds: sentence-transformers on torch, or the int8 ONNX export of the same model.
+
+The ONNX model is exported from the installed model once, when an index is built, into a folder
+inside that index (`onnx_encoder.EXPORTS_FOLDER`), so every later build and every question uses
+the same file. Questions never export: an index built on torch has no export, and asking it
+through ONNX is a model mismatch, as asking it with another model would be.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal, get_args
+
+from embeddings.encoder import Encoder, SentenceTransformerEncoder
+from embeddings.errors import EncoderLoadError, ModelMismatchError
+from embeddings.onnx_encoder import (
+    MANIFEST_FILE,
+    OnnxEncoder,
+    default_export_folder,
+    export_onnx,
+)
+
+Backend = Literal["onnx", "torch"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+DEFAULT_BACKEND: Backend = "torch"
+ONNX_INSTALL = "pip install 'newsqa[onnx]'"
+
+
+def make_encoder(model: str, backend: str, index_dir: Path, *, export: bool = False) -> Encoder:
+    """The encoder for `model` on `backend`; with `export`, the ONNX export is made if missing."""
+    if backend == "torch":
+        return SentenceTransformerEncoder(model)
+    if backend != "onnx":
+        raise ValueError(f"Unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    require("onnxruntime")
+    folder = default_export_folder(index_dir, model)
+    if not (folder / MANIFEST_FILE).exists():
+        if not export:
+            raise ModelMismatchError(
+                f"The index at {index_dir} holds no ONNX export of {model!r} "
+                "(it was built with another backend, or not yet)"
+            )
+        require("onnx")
+        export_onnx(model, folder)
+    return OnnxEncoder(folder)
+
+
+def require(package: str) -> None:
+    """Fail in one sentence, naming the fix, when a package the onnx backend needs is missing."""
+    if importlib.util.find_spec(package) is None:
+        raise EncoderLoadError(f"The onnx backend needs {package}: {ONNX_INSTALL}")
