@@ -146,6 +146,9 @@ class OnnxEncoder:
         if self._threads:
             options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
+        # Idle threads would spin for a while after every call, holding both cores while the
+        # index scans the question that was just encoded.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return onnxruntime.InferenceSession(
                 str(self.folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]

@@ -125,7 +125,7 @@ class Searcher:
         lexical_all = index.lexical.scores(query.text)
         lexical_rows = top_rows(lexical_all, depth)
         pool = np.union1d(dense_rows, lexical_rows[lexical_all[lexical_rows] > 0])
-        dense = index.cosines(query.vector, pool, multilingual=query.multilingual)
+        dense = self._pool_cosines(query, pool, dense_rows, dense_top)
         texts = _PoolTexts(index.passages, pool)
         numbers = np.asarray(index.catalog.row_articles[pool], dtype=np.intp)
         articles, local = np.unique(numbers, return_inverse=True)
@@ -143,6 +143,18 @@ class Searcher:
         chosen = spread_articles(collapse_duplicates(ranked, texts), local, k)
         hits = [Hit(texts.passage(item.row), float(dense[item.row])) for item in chosen]
         return Results(hits, float(dense_top[0]) if len(dense_top) else 0.0)
+
+    def _pool_cosines(self, query: Query, pool: Rows, rows: Rows, cosines: Vectors) -> Vectors:
+        """The cosines of the pool's rows: known for the dense shortlist, read for the rest."""
+        dense = np.zeros(len(pool), dtype=np.float32)
+        known = np.isin(pool, rows)
+        dense[known] = cosines[np.argsort(rows)][np.searchsorted(np.sort(rows), pool[known])]
+        if not known.all():
+            multilingual = query.multilingual
+            dense[~known] = self.index.cosines(
+                query.vector, pool[~known], multilingual=multilingual
+            )
+        return dense
 
     def _article_cosines(self, query: Query, articles: Rows) -> Vectors:
         return np.asarray(self.index.catalog.vectors[articles]) @ query.vector

@@ -334,7 +334,12 @@ def test_any_question_gets_a_valid_reply_or_the_empty_question_notice(
     except EmptyQuestionError:
         assert not any(char.isalnum() for char in question)
         return
-    assert len(answers) == min(3, len(passages))
+    # Fewer only when passages are copies of one another (shown once, as wire copies are).
+    distinct = {frozenset(_WORDS.findall(p.text.lower())) or p.text for p in passages}
+    assert min(3, len(distinct)) <= len(answers) <= min(3, len(passages)) or len(distinct) < len(
+        passages
+    )
+    assert len({a.hit.passage.id for a in answers}) == len(answers)
     _, entities = _telegram_accepts(answers_message(answers))
     assert {e["type"] for e in entities} <= ALLOWED_ENTITIES
 
