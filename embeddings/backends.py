@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from embeddings.encoder import Encoder, SentenceTransformerEncoder
-from embeddings.errors import EncoderLoadError, ModelMismatchError
+from embeddings.errors import EncoderLoadError, IndexNotFoundError, ModelMismatchError
+from embeddings.index import current_generation
 from embeddings.onnx_encoder import (
     MANIFEST_FILE,
     OnnxEncoder,
@@ -36,6 +37,8 @@ def make_encoder(model: str, backend: str, index_dir: Path, *, export: bool = Fa
     require("onnxruntime")
     folder = default_export_folder(index_dir, model)
     if not (folder / MANIFEST_FILE).exists():
+        if not export and current_generation(index_dir) is None:
+            raise IndexNotFoundError(f"No index at {index_dir}")
         if not export:
             raise ModelMismatchError(
                 f"The index at {index_dir} holds no ONNX export of {model!r} "

@@ -16,7 +16,7 @@ from embeddings.articles import read_articles
 from embeddings.backends import make_encoder
 from embeddings.build import build_index
 from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder
-from embeddings.errors import EncoderLoadError, ModelMismatchError
+from embeddings.errors import EncoderLoadError, IndexNotFoundError, ModelMismatchError
 from embeddings.index import Index
 from embeddings.onnx_encoder import (
     EXPORTS_FOLDER,
@@ -55,12 +55,22 @@ def test_missing_onnxruntime_is_one_sentence_naming_the_install(
         make_encoder(DEFAULT_MODEL, "onnx", tmp_path, export=True)
 
 
-def test_questions_never_export_and_an_index_without_export_is_a_mismatch(tmp_path: Path) -> None:
+def test_questions_never_export_and_an_index_without_export_is_a_mismatch(
+    data_dir: Path, tmp_path: Path
+) -> None:
     """Opening for questions (no `export`) on an index with no ONNX export is a model mismatch."""
     pytest.importorskip("onnxruntime")
+    build_index(read_articles(data_dir).articles, FakeEncoder(DEFAULT_MODEL), tmp_path)
     with pytest.raises(ModelMismatchError, match="holds no ONNX export"):
         make_encoder(DEFAULT_MODEL, "onnx", tmp_path)
     assert not (tmp_path / EXPORTS_FOLDER).exists()
+
+
+def test_questions_on_no_index_say_there_is_none(tmp_path: Path) -> None:
+    """Without an index at all, the onnx backend reports the missing index, as torch would."""
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(IndexNotFoundError, match="No index at"):
+        make_encoder(DEFAULT_MODEL, "onnx", tmp_path / "missing")
 
 
 def test_the_export_folder_is_inside_the_index_folder(tmp_path: Path) -> None:
