@@ -16,6 +16,12 @@ from embeddings.index import VECTORS, current_generation
 from tests.conftest import FakeEncoder
 
 
+@pytest.fixture(autouse=True)
+def torch_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These indexes are built by the fake encoder under the torch model's name."""
+    monkeypatch.setenv("NEWSQA_BACKEND", "torch")
+
+
 def _invoke(*args: str, input: str | None = None) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args), input=input)
     return result.exit_code, result.output

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from embeddings.encoder import DEFAULT_MODEL
+from embeddings.onnx_encoder import default_export_folder
 from tests.conftest import SEED_ARTICLE
 from tests.telegram_server import TelegramServer
 
@@ -19,10 +21,14 @@ pytestmark = pytest.mark.model
 QUESTION = "Who held the press conference about the plenary session?"
 
 
-async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, onnx_export: Path
+) -> None:
     """With a token, `newsqa run` indexes, answers over Telegram, exits 0 on SIGTERM, never logs the token."""
     (tmp_path / "data").mkdir()
     shutil.copy(SEED_ARTICLE, tmp_path / "data")
+    # The default (ONNX) backend's export, as a first `newsqa index` would have made it.
+    shutil.copytree(onnx_export, default_export_folder(tmp_path / "index", DEFAULT_MODEL))
     async with TelegramServer() as server:
         env = {
             **os.environ,

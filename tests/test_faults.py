@@ -331,6 +331,7 @@ async def test_token_is_absent_from_debug_logs_and_tracebacks_of_a_faulty_run(
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "--log-level", "DEBUG", "bot", "--model", "no-such-model",
+            "--backend", "torch",  # the fake model's index: nothing is ever encoded
             "--index", str(tmp_path / "index"),
             env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
