@@ -250,8 +250,10 @@ def abstention_section(corpus: Corpus, answerable: Evaluation, headlines: Evalua
     return (
         "\n".join(
             [
-                "### Not in the articles (confidence = best dense cosine, below `MIN_SCORE`)",
+                "### Not in the articles (`Results.confidence` below `MIN_SCORE`)",
                 "",
+                "Confidence is the best dense cosine, plus 0.05 when the first passage holds "
+                "75% of the question's words. "
                 f"The bot answers when `Results.confidence` >= `MIN_SCORE` = **{MIN_SCORE:g}**. "
                 f"Re-derived on the train half (even lines of both files, at most 10% false "
                 f"answers) the threshold is **{chosen.threshold:.3f}** "

@@ -346,6 +346,6 @@ def bold_sentence_share(searcher: Searcher, evaluation: Evaluation) -> float:
 
 
 def answered_share(evaluation: Evaluation, min_score: float) -> float:
-    """The share of questions the bot answers: confidence at least `min_score`."""
+    """The share of questions the bot answers: `Results.confidence` at least `min_score`."""
     scores = [result.confidence for result in evaluation.results]
     return float(np.mean(np.asarray(scores) >= min_score)) if scores else 0.0
