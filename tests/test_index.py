@@ -19,7 +19,7 @@ from embeddings.errors import (
     NoArticlesError,
 )
 from embeddings.index import CURRENT, VECTORS, Index, current_generation, top_k
-from embeddings.search import Searcher
+from embeddings.search import WORDS_HELD_BONUS, Searcher
 from tests.conftest import FakeEncoder, write_article
 
 
@@ -340,3 +340,20 @@ def test_a_date_in_the_question_prefers_articles_from_then(
     assert first("Which roads did the Rhine floods close?") == "june"
     assert first("Which roads did the Rhine floods close in May 2024?") == "may"
     assert first("Which roads did the Elbe floods close last week?") == "june"
+
+
+def test_confidence_is_the_nearest_cosine_plus_a_bonus_for_a_passage_holding_the_words(
+    data_dir: Path, tmp_path: Path, encoder: FakeEncoder
+) -> None:
+    """A first passage holding 75% of the question's words adds `WORDS_HELD_BONUS` to the
+    nearest passage's cosine; one holding fewer adds nothing."""
+    _add_articles(data_dir)
+    index = _build(data_dir, tmp_path / "index", encoder)
+    searcher = Searcher(index, encoder)
+    for question, bonus in [
+        ("Which valley villages did the heavy rain flood?", WORDS_HELD_BONUS),
+        ("Did volcano ash and lava reach the rain valley?", 0.0),
+    ]:
+        query = searcher.encode_question(question)
+        nearest = float(index.nearest(query.vector, 1)[1][0])
+        assert searcher.search(query, 3).confidence == pytest.approx(nearest + bonus)
