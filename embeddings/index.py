@@ -56,6 +56,10 @@ CHECKSUMS = "sha256"
 # Up to this many bytes of files, opening an index verifies every checksum (about 0.2 s);
 # a larger index is verified by `Index.verify` (`newsqa check`), not on every start.
 VERIFY_BYTES = 256 * 2**20
+# A float matrix up to this size has its rescored rows gathered from the memory map; a larger
+# one has them read with pread (see `Index.__init__`): mapped whole, it would exceed the memory
+# a running bot may use.
+GATHER_BYTES = 256 * 2**20
 # From this many passages on, the nearest rows are found by the int8 scan and rescored.
 INT8_SCAN_ROWS = 50_000
 
@@ -98,11 +102,13 @@ class Index:
         self.lexical = lexical
         self.multilingual = multilingual
         self.codes = codes
-        # Rows for rescoring, copied with pread: gathering them through the memory map would
-        # map up to 2 MB around each (large page-cache folios), and a running bot would soon
-        # count most of the matrix in its memory.
+        # Rows for rescoring. A big matrix's are copied with pread: gathering them through the
+        # memory map would map up to 2 MB around each (large page-cache folios), and a running
+        # bot would soon count most of the matrix in its memory. A small matrix may be all
+        # mapped, and gathering is faster (about 1 ms per question at 100,000 passages).
+        big = codes is not None and vectors.nbytes > GATHER_BYTES
         self._rows: Vectors | FloatRows = (
-            FloatRows(folder / VECTORS) if folder is not None and codes is not None else vectors
+            FloatRows(folder / VECTORS) if folder is not None and big else vectors
         )
 
     @classmethod

@@ -7,11 +7,13 @@ the float matrix (memory-mapped: only the few rows asked for are touched), so th
 scores are the float ones. On this project's vectors the int8 shortlist of 100 holds the exact
 top 10 (benchmarks/speed.py measures it).
 
-The kernel is NumKong's int8 dot product (`numkong.cdist`, AVX2/AVX-512/NEON); without NumKong the
-same arithmetic runs in numpy, correct but slower than the float32 scan. One core's kernel is
-slower than memory (on AVX2 it widens every byte to 16 bits before multiplying), so big matrices
-are cut into one contiguous part per core, scanned by threads (the kernel releases the GIL), and
-each part keeps only its best rows as it goes: the full score array is never built.
+The kernel is the project's own (`embeddings/_int8dot.c`, AVX2 `vpmaddubsw`, built at install
+when a C compiler is present): it multiplies bytes directly and prefetches ahead, so one core
+scans about as fast as it can read memory. Without it, NumKong's int8 dot product does the same
+arithmetic at about 1.4x the time (on AVX2 it widens every byte to 16 bits first), and without
+either, numpy does, correct but slower than the float32 scan. Big matrices are cut into one
+contiguous part per core, scanned by threads (the kernels release the GIL), and each part keeps
+only its best rows as it goes: the full score array is never built.
 
 Files (plain ``.npy``, ``allow_pickle=False``)::
 
@@ -41,13 +43,13 @@ CANDIDATES = 100
 # For larger k, the shortlist is this many times k: on the speed benchmark's vectors a shortlist
 # of 3 x 100 holds the exact top 100, and every shortlisted row costs a float read.
 SHORTLIST_FACTOR = 3
-# Rows per kernel call: 6 MB of codes streamed, 64 KB of scores that stay in the core's L2 cache.
+# Rows per kernel call: 6 MB of codes streamed between two visits to Python.
 _BLOCK = 16384
 # Rows per numpy step when NumKong is missing: 1.5 MB of float32, inside a core's cache.
 _NUMPY_BLOCK = 1024
-# Smaller matrices scan in this thread: a couple of milliseconds of work at most, where waking
-# the pool and merging its parts would eat much of what a second core saves.
-_PARALLEL_ROWS = 65536
+# Smaller matrices scan in this thread: one core reads their codes about as fast as two (the
+# kernel keeps up with memory), and waking the pool and merging its parts would cost more.
+_PARALLEL_ROWS = 262144
 
 Codes = npt.NDArray[np.int8]
 Rows = npt.NDArray[np.intp]
@@ -203,13 +205,12 @@ class _Shortlist:
         self.held = 0
         self.floor = -np.inf
 
-    def offer(self, scores: Vectors, first_row: int) -> None:
-        """Keep the rows of `scores` (rows `first_row`, `first_row + 1`, ...) that can still win."""
-        hits = np.flatnonzero(scores >= self.floor)
-        self.rows.append(hits + first_row)
-        self.scores.append(scores[hits])
-        self.held += len(hits)
-        if self.held > 4 * self.count:  # cut back rarely: each cut sorts what is held
+    def offer(self, rows: Rows, scores: Vectors) -> None:
+        """Keep these rows (all at or above `floor`) and their scores."""
+        self.rows.append(rows)
+        self.scores.append(scores)
+        self.held += len(rows)
+        if self.held >= 4 * self.count:  # cut back rarely: each cut sorts what is held
             self._cut()
 
     def best(self) -> tuple[Rows, Vectors]:
@@ -225,14 +226,20 @@ class _Shortlist:
 def _scan_part(
     codes: Codes, query_codes: Codes, lo: int, hi: int, count: int
 ) -> tuple[Rows, Vectors]:
-    """The best `count` rows of `codes[lo:hi]` by int8 dot product, one cached block at a time."""
-    buffer = np.empty(_BLOCK, dtype=np.float32)
+    """The best `count` rows of `codes[lo:hi]` by int8 dot product, a block at a time.
+
+    The first block is small, so the rows below a useful floor are dropped from the second on.
+    """
     shortlist = _Shortlist(count)
-    for start in range(lo, hi, _BLOCK):
-        stop = min(start + _BLOCK, hi)
-        scores = buffer[: stop - start]
-        _dots(codes[start:stop], query_codes, scores)
-        shortlist.offer(scores, start)
+    first = 4 * count
+    rows = np.empty(max(_BLOCK, first), dtype=np.int64)
+    scores = np.empty(max(_BLOCK, first), dtype=np.float32)
+    start = lo
+    while start < hi:
+        stop = min(start + (_BLOCK if start > lo else first), hi)
+        found = _above(codes[start:stop], query_codes, shortlist.floor, rows, scores)
+        shortlist.offer(rows[:found] + start, scores[:found].copy())
+        start = stop
     return shortlist.best()
 
 
@@ -267,31 +274,64 @@ def _cores() -> int:
 
 
 def _dots(codes: Codes, query_codes: Codes, out: Vectors) -> None:
-    """`codes @ query_codes` into `out`, by NumKong when it is installed.
+    """`codes @ query_codes` into `out`, by the fastest kernel installed.
 
     float32 holds these sums exactly: 384 * 127 * 127 is below 2**24.
     """
     if len(codes) == 0:
         return
-    kernel = _numkong()
-    if kernel is not None:
-        kernel.cdist(query_codes[None, :], codes, "dot", out=out[None, :], out_dtype="float32")
-        return
-    query = query_codes.astype(np.float32)
-    for start in range(0, len(codes), _NUMPY_BLOCK):
-        block = codes[start : start + _NUMPY_BLOCK].astype(np.float32)
-        np.matmul(block, query, out=out[start : start + _NUMPY_BLOCK])
+    kernel = _kernel()
+    if kernel == "int8dot":
+        from embeddings import _int8dot
 
-
-def _numkong() -> Any:
-    """The numkong module, or None when it is not installed."""
-    try:
+        _int8dot.dots(np.ascontiguousarray(codes), query_codes, out)
+    elif kernel == "numkong":
         import numkong
+
+        numkong.cdist(query_codes[None, :], codes, "dot", out=out[None, :], out_dtype="float32")
+    else:
+        query = query_codes.astype(np.float32)
+        for start in range(0, len(codes), _NUMPY_BLOCK):
+            block = codes[start : start + _NUMPY_BLOCK].astype(np.float32)
+            np.matmul(block, query, out=out[start : start + _NUMPY_BLOCK])
+
+
+def _above(
+    codes: Codes, query_codes: Codes, floor: float, rows: npt.NDArray[np.int64], scores: Vectors
+) -> int:
+    """The rows of `codes` whose dot product reaches `floor`, and those products, into the
+    first places of `rows` and `scores` (each at least as long as `codes`); returns how many."""
+    if len(codes) == 0:
+        return 0
+    if _kernel() == "int8dot":
+        from embeddings import _int8dot
+
+        return _int8dot.above(np.ascontiguousarray(codes), query_codes, floor, rows, scores)
+    every = scores[: len(codes)]
+    _dots(codes, query_codes, every)
+    kept = np.flatnonzero(every >= floor)
+    rows[: len(kept)] = kept
+    scores[: len(kept)] = every[kept]
+    return len(kept)
+
+
+@functools.cache
+def _kernel() -> str:
+    """The int8 kernel this install has: "int8dot" (compiled here), "numkong" or "numpy"."""
+    try:
+        from embeddings import _int8dot
+
+        if _int8dot.simd():
+            return "int8dot"
     except ImportError:
-        return None
-    return numkong
+        pass
+    try:
+        import numkong  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "numkong"
 
 
 def has_fast_kernel() -> bool:
-    """True when the SIMD int8 kernel (NumKong) is available."""
-    return _numkong() is not None
+    """True when a SIMD int8 kernel (the compiled one or NumKong) is available."""
+    return _kernel() != "numpy"

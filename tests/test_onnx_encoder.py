@@ -121,3 +121,13 @@ def test_an_unsupported_model_layout_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OnnxExportError, match="mean pooling"):
         export_onnx(str(tmp_path), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_questions_use_their_own_one_thread_session_with_the_same_vectors(
+    onnx_encoder: OnnxEncoder, seed_texts: list[str]
+) -> None:
+    """A question and the same text as a passage get the same vector from either session."""
+    question = onnx_encoder.encode_queries([seed_texts[0]])[0]
+    passage = onnx_encoder.encode_passages([seed_texts[0]])[0]
+    assert onnx_encoder._query_session is not onnx_encoder._session
+    assert np.allclose(question, passage, atol=1e-5)

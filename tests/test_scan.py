@@ -1,7 +1,10 @@
-"""The int8 scan: quantize, save and load, shortlist, float rescoring, and the numpy fallback."""
+"""The int8 scan: quantize, save and load, shortlist, float rescoring, and each kernel."""
 
 from __future__ import annotations
 
+import importlib.util
+import platform
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,17 +92,63 @@ def test_scores_approximate_the_dot_products() -> None:
     assert np.abs(scores - vectors @ query).max() < 0.02
 
 
-def test_numpy_fallback_agrees_with_numkong(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without NumKong the numpy path gives the very same scores (both sum integers exactly)."""
-    pytest.importorskip("numkong")
+def _installed_kernels() -> list[str]:
+    kernels = ["numpy"]
+    if importlib.util.find_spec("numkong"):
+        kernels.append("numkong")
+    if importlib.util.find_spec("embeddings._int8dot"):
+        kernels.append("int8dot")
+    return kernels
+
+
+@pytest.mark.parametrize("kernel", _installed_kernels())
+@pytest.mark.parametrize("width", [384, 1, 31, 32, 33, 100, 2079, 2100])
+def test_every_kernel_sums_exactly(
+    monkeypatch: pytest.MonkeyPatch, kernel: str, width: int
+) -> None:
+    """Each kernel gives the exact integer dot products, for any width and row count, at the
+    extremes of the code range too (where a 16-bit intermediate would saturate), and keeps
+    exactly the rows that reach a floor."""
+    monkeypatch.setattr(scan, "_kernel", lambda: kernel)
+    rng = np.random.default_rng(width)
+    for rows in (0, 1, 3, 4, 5, 17, 600):  # 600: several of the compiled kernel's steps
+        codes = rng.integers(-127, 128, (rows, width), dtype=np.int8)
+        query = rng.integers(-127, 128, width, dtype=np.int8)
+        out = np.full(rows, np.nan, dtype=np.float32)
+        scan._dots(codes, query, out)
+        exact = codes.astype(np.int64) @ query.astype(np.int64)
+        assert np.array_equal(out, exact)
+        floor = float(np.median(exact)) if rows else 0.0
+        kept_rows, kept_scores = np.empty(rows, np.int64), np.empty(rows, np.float32)
+        found = scan._above(codes, query, floor, kept_rows, kept_scores)
+        assert list(kept_rows[:found]) == list(np.flatnonzero(exact >= floor))
+        assert np.array_equal(kept_scores[:found], exact[exact >= floor])
+    extremes = np.full((9, width), -127, dtype=np.int8)
+    out = np.empty(9, dtype=np.float32)
+    scan._dots(extremes, np.full(width, -127, dtype=np.int8), out)
+    assert (out == width * 127 * 127).all()
+
+
+@pytest.mark.parametrize("kernel", _installed_kernels())
+def test_every_kernel_finds_the_exact_top(monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:
+    """Whichever kernel scans, the search returns the float scan's top 10."""
+    monkeypatch.setattr(scan, "_kernel", lambda: kernel)
     vectors = _unit_rows(5000, dimension=384)
     matrix = Int8Matrix.quantize(vectors)
-    query = _unit_rows(1, dimension=384, seed=5)[0]
-    fast = matrix.scores(query)
-    monkeypatch.setattr(scan, "_numkong", lambda: None)
-    assert not scan.has_fast_kernel()
-    assert np.array_equal(matrix.scores(query), fast)
-    assert list(matrix.search(query, 10, vectors)[0]) == list(_exact_top(vectors, query, 10))
+    for query in _unit_rows(3, dimension=384, seed=5):
+        assert list(matrix.search(query, 10, vectors)[0]) == list(_exact_top(vectors, query, 10))
+    assert scan.has_fast_kernel() is (kernel != "numpy")
+
+
+@pytest.mark.skipif(
+    platform.machine() not in {"x86_64", "AMD64"} or not shutil.which("cc"),
+    reason="the compiled kernel is built on x86-64 with a C compiler",
+)
+def test_the_compiled_kernel_is_installed_and_chosen() -> None:
+    """The install built embeddings/_int8dot.c, and the scan uses it on an AVX2 CPU."""
+    from embeddings import _int8dot
+
+    assert scan._kernel() == ("int8dot" if _int8dot.simd() else "numkong")
 
 
 def test_float_rows_reads_exactly_the_rows_asked_for(tmp_path: Path) -> None:
