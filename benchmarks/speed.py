@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from embeddings import scan
 from embeddings.articles import Article, read_articles
 from embeddings.build import build_index
 from embeddings.encoder import Encoder, SentenceTransformerEncoder
@@ -549,7 +550,8 @@ def _scans(
     """The scans alone against the read bound, with the same thread count on both sides.
 
     The int8 scan is the step `Int8Matrix.search` takes for RANKED hits (the shortlist of
-    max(CANDIDATES, 3 x RANKED) rows, selection included), at `threads` threads and at one;
+    max(CANDIDATES, 3 x RANKED) rows, selection included), at the threads the search uses for
+    this size (`threads`, or one for a matrix too small to split) and at one;
     the float32 scan is `vectors @ query` with BLAS held to `threads` threads. Each scan runs in
     its own pass over the questions, a read of the same bytes by the same threads just before
     each scan: the bound is the matrix's bytes over that read's bandwidth, its median against
@@ -560,9 +562,10 @@ def _scans(
 
     count = max(CANDIDATES, SHORTLIST_FACTOR * RANKED)
     words = _words(int8.codes)
-    result: dict[str, Any] = {"scan_threads": threads}
+    used = len(scan._parts(len(int8), threads))  # a small matrix is scanned by one thread
+    result: dict[str, Any] = {"scan_threads": used}
     with threadpool_limits(threads), ThreadPoolExecutor(threads) as pool:
-        for n, name in ((threads, "int8"), (1, "int8_1")):
+        for n, name in ((used, "int8"), (1, "int8_1")):
             reads, scans = [], []
             for query in queries:
                 reads.append(_read_seconds(words, n, pool))
@@ -571,7 +574,9 @@ def _scans(
             result[f"{name}_scan_best_ms"] = min(scans) * 1e3
             result[f"{name}_bound_ms"] = float(np.median(reads)) * 1e3
             result[f"{name}_bound_best_ms"] = min(reads) * 1e3
-            result["read_gbps" if n == threads else "read_gbps_1"] = words.nbytes / min(reads) / 1e9
+            result["read_gbps" if name == "int8" else "read_gbps_1"] = (
+                words.nbytes / min(reads) / 1e9
+            )
         f32 = [timed(lambda q=query: vectors @ q)[1].wall for query in queries]
     f32_gbps = max(result["read_gbps"], _read_bandwidth(vectors, threads))
     result["f32_scan_ms"] = _percentiles(f32)[0]

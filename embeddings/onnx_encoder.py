@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -85,8 +88,9 @@ class OnnxEncoder:
     ) -> None:
         self.folder = folder
         self._batch_size = batch_size
-        self._threads = threads
+        self._threads = threads  # sessions run at once, one thread each (None: one per core)
         self._manifest = Manifest.read(folder)
+        self._made: list[Any] = []
 
     @property
     def name(self) -> str:
@@ -112,23 +116,30 @@ class OnnxEncoder:
         return self._encode(texts, progress)
 
     def encode_queries(self, texts: Sequence[str]) -> Vectors:
-        """Query-side embeddings (this model family has no query prompt).
+        """Query-side embeddings (this model family has no query prompt)."""
+        return self._encode(texts, False)
 
-        A question is a dozen tokens: one thread encodes it faster than two (no thread to wake
-        for each of the graph's small steps), so questions have a one-thread session.
+    def _encode(self, texts: Sequence[str], progress: bool) -> Vectors:
+        """Batches of similar length, each run whole by one of the one-thread sessions.
+
+        One session per core, each on one thread, beats one session on every core by about a
+        fifth (benchmarks/speed.py): a batch's small steps never wait for a second thread, and
+        a question (one batch) runs on one thread without waking another.
         """
-        return self._encode(texts, False, self._query_session)
-
-    def _encode(self, texts: Sequence[str], progress: bool, session: Any = None) -> Vectors:
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return vectors
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.array([len(e.ids) for e in encodings])
         batches = list(_batches(np.argsort(-lengths, kind="stable"), self._batch_size))
-        for rows in _progress(batches, len(texts), progress):
+
+        def encode(session: Any, rows: npt.NDArray[np.intp]) -> None:
             ids, mask = _padded([encodings[row].ids for row in rows], lengths[rows])
-            vectors[rows] = self._run(session or self._session, ids, mask)
+            vectors[rows] = self._run(session, ids, mask)
+
+        sessions = self._sessions(min(len(batches), self._workers))
+        with _progress(len(texts), progress) as advance:
+            _share(batches, sessions, encode, advance)
         return vectors
 
     def _run(self, session: Any, ids: Tokens, mask: Tokens) -> Vectors:
@@ -137,17 +148,17 @@ class OnnxEncoder:
         output: Vectors = session.run(None, inputs)[0]
         return output
 
-    @cached_property
-    def _session(self) -> Any:
-        """The onnxruntime session for passages, created on first use."""
-        return self._new_session(self._threads)
+    @property
+    def _workers(self) -> int:
+        return self._threads or _cores()
 
-    @cached_property
-    def _query_session(self) -> Any:
-        """The one-thread session for questions, created on first use."""
-        return self._session if self._threads == 1 else self._new_session(1)
+    def _sessions(self, count: int) -> list[Any]:
+        """`count` one-thread onnxruntime sessions (at least one), created on first use."""
+        while len(self._made) < max(count, 1):
+            self._made.append(self._new_session())
+        return self._made[: max(count, 1)]
 
-    def _new_session(self, threads: int | None) -> Any:
+    def _new_session(self) -> Any:
         try:
             import onnxruntime
         except ImportError as error:
@@ -155,12 +166,8 @@ class OnnxEncoder:
                 "The ONNX backend needs onnxruntime: pip install onnxruntime"
             ) from error
         options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        # Idle threads would spin for a while after every call, holding both cores while the
-        # index scans the question that was just encoded.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return onnxruntime.InferenceSession(
                 str(self.folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
@@ -170,7 +177,7 @@ class OnnxEncoder:
 
     @cached_property
     def _input_names(self) -> set[str]:
-        return {node.name for node in self._session.get_inputs()}
+        return {node.name for node in self._sessions(1)[0].get_inputs()}
 
     @cached_property
     def _tokenizer(self) -> Any:
@@ -210,19 +217,51 @@ def _padded(ids: list[list[int]], lengths: npt.NDArray[Any]) -> tuple[Tokens, To
     return matrix, mask
 
 
-def _progress(
-    batches: list[npt.NDArray[np.intp]], total: int, show: bool
-) -> Iterator[npt.NDArray[np.intp]]:
-    """The batches, with a progress bar counting texts when `show`."""
+def _share(
+    batches: list[npt.NDArray[np.intp]],
+    sessions: list[Any],
+    encode: Callable[[Any, npt.NDArray[np.intp]], None],
+    advance: Callable[[int], None],
+) -> None:
+    """`encode(session, batch)` for every batch: each session takes the next batch when done
+    with its last (onnxruntime releases the GIL while it runs)."""
+    pending = iter(batches)
+    lock = threading.Lock()
+
+    def work(session: Any) -> None:
+        while True:
+            with lock:
+                rows = next(pending, None)
+            if rows is None:
+                return
+            encode(session, rows)
+            with lock:
+                advance(len(rows))
+
+    if len(sessions) == 1:
+        work(sessions[0])
+        return
+    with ThreadPoolExecutor(len(sessions), thread_name_prefix="onnx") as pool:
+        list(pool.map(work, sessions))
+
+
+@contextmanager
+def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
+    """A function to call with the texts just embedded: a progress bar counts them when `show`."""
     if not show:
-        yield from batches
+        yield lambda done: None
         return
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     with tqdm(total=total, unit="passage", desc="Embedding") as bar:
-        for batch in batches:
-            yield batch
-            bar.update(len(batch))
+        yield bar.update
+
+
+def _cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 # --- the one-time export -------------------------------------------------------------------
