@@ -262,12 +262,12 @@ def _sweep(
     population = _passage_texts(articles, _limited(OnnxEncoder(onnx_dir), max_tokens))
     texts = random.Random(0).sample(population, min(SWEEP_SAMPLE, len(population)))
     settings: list[tuple[str, Callable[[], Encoder]]] = [
-        (f"onnx int8, batch {b}, {t} thread{'s' * (t > 1)}", _onnx(onnx_dir, b, t))
+        (f"onnx int8, batch {b}, {t} session{'s' * (t > 1)}", _onnx(onnx_dir, b, t))
         for b, t in ((4, 2), (8, 2), (16, 2), (32, 2), (8, 1))
     ]
     settings.append(
         (
-            f"onnx int8, batch {DEFAULT_BATCH_SIZE}, unsorted",
+            f"onnx int8, batch {DEFAULT_BATCH_SIZE}, 1 session, unsorted",
             lambda: _Unsorted(OnnxEncoder(onnx_dir)),
         )
     )
@@ -307,7 +307,8 @@ def _torch(batch: int) -> Callable[[], Encoder]:
 
 
 class _Unsorted:
-    """An ONNX encoder fed in the passages' own order, one batch at a time (no length sort)."""
+    """An ONNX encoder fed in the passages' own order, one batch at a time (no length sort), so
+    on one session: compare it with the sorted one-session row."""
 
     def __init__(self, encoder: OnnxEncoder) -> None:
         self.encoder = encoder
