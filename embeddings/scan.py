@@ -116,6 +116,8 @@ class Int8Matrix:
         query_codes, _ = self._quantize_query(query)
         parts = _parts(len(self), threads)
         found = _run(parts, lambda lo, hi: _scan_part(self.codes, query_codes, lo, hi, count))
+        if len(found) == 1:
+            return found[0][0]
         rows = np.concatenate([r for r, _ in found])
         rows, _ = _top(np.concatenate([s for _, s in found]), rows, count)
         return rows
@@ -189,8 +191,10 @@ def _top(scores: Vectors, rows: Rows, count: int) -> tuple[Rows, Vectors]:
     count = min(count, len(scores))
     if count <= 0:
         return rows[:0], scores[:0]
-    candidates = np.argpartition(-scores, count - 1)[:count]
-    order = np.lexsort((rows[candidates], -scores[candidates]))
+    # Every score tied with the count-th best competes, so ties at the edge go to lower rows.
+    edge = np.partition(scores, len(scores) - count)[len(scores) - count]
+    candidates = np.flatnonzero(scores >= edge)
+    order = np.lexsort((rows[candidates], -scores[candidates]))[:count]
     chosen = candidates[order]
     return rows[chosen], scores[chosen]
 
@@ -217,10 +221,12 @@ class _Shortlist:
         return _top(np.concatenate(self.scores), np.concatenate(self.rows), self.count)
 
     def _cut(self) -> None:
-        rows, scores = self.best()
-        self.rows, self.scores, self.held = [rows], [scores], len(rows)
-        if len(rows) == self.count:
-            self.floor = float(scores[-1])
+        """Keep the held rows scoring at least the `count`-th best, ties included, unsorted
+        (only `best` sorts, and breaks ties by row)."""
+        scores, rows = np.concatenate(self.scores), np.concatenate(self.rows)
+        self.floor = float(np.partition(scores, len(scores) - self.count)[-self.count])
+        kept = scores >= self.floor
+        self.rows, self.scores, self.held = [rows[kept]], [scores[kept]], int(kept.sum())
 
 
 def _scan_part(
@@ -228,18 +234,19 @@ def _scan_part(
 ) -> tuple[Rows, Vectors]:
     """The best `count` rows of `codes[lo:hi]` by int8 dot product, a block at a time.
 
-    The first block is small, so the rows below a useful floor are dropped from the second on.
+    The first blocks are small and grow fourfold, so the floor a row must reach rises early and
+    few rows are copied out and sorted.
     """
     shortlist = _Shortlist(count)
-    first = 4 * count
-    rows = np.empty(max(_BLOCK, first), dtype=np.int64)
-    scores = np.empty(max(_BLOCK, first), dtype=np.float32)
+    block = 4 * count
+    rows = np.empty(max(_BLOCK, block), dtype=np.int64)
+    scores = np.empty(max(_BLOCK, block), dtype=np.float32)
     start = lo
     while start < hi:
-        stop = min(start + (_BLOCK if start > lo else first), hi)
+        stop = min(start + block, hi)
         found = _above(codes[start:stop], query_codes, shortlist.floor, rows, scores)
         shortlist.offer(rows[:found] + start, scores[:found].copy())
-        start = stop
+        start, block = stop, max(block, min(4 * block, _BLOCK))
     return shortlist.best()
 
 

@@ -77,6 +77,15 @@ def test_shortlist_is_the_best_of_the_full_score_array(threads: int) -> None:
 
 
 @pytest.mark.usefixtures("small_blocks")
+def test_rows_tied_with_the_last_kept_one_survive_every_cut() -> None:
+    """Identical rows all tie: the shortlist is the lowest rows, however the blocks fell."""
+    matrix = Int8Matrix.quantize(np.tile(_unit_rows(1), (2000, 1)))
+    query = _unit_rows(1, seed=7)[0]
+    assert list(matrix.shortlist(query, 25, threads=1)) == list(range(25))
+    assert list(matrix.shortlist(query, 25, threads=3)) == list(range(25))
+
+
+@pytest.mark.usefixtures("small_blocks")
 def test_scores_do_not_depend_on_threads() -> None:
     """Each part writes its own rows: one thread and four give the same array."""
     matrix = Int8Matrix.quantize(_unit_rows(1000))
