@@ -45,7 +45,7 @@ CANDIDATES = 100
 SHORTLIST_FACTOR = 3
 # Rows per kernel call: 6 MB of codes streamed between two visits to Python.
 _BLOCK = 16384
-# Rows per numpy step when NumKong is missing: 1.5 MB of float32, inside a core's cache.
+# Rows per numpy step when no SIMD kernel is installed: 1.5 MB of float32, inside a core's cache.
 _NUMPY_BLOCK = 1024
 # Smaller matrices scan in this thread: one core reads their codes about as fast as two (the
 # kernel keeps up with memory), and waking the pool and merging its parts would cost more.
@@ -214,7 +214,7 @@ class _Shortlist:
         self.rows.append(rows)
         self.scores.append(scores)
         self.held += len(rows)
-        if self.held >= 4 * self.count:  # cut back rarely: each cut sorts what is held
+        if self.held >= 4 * self.count:  # cut back rarely: each cut partitions what is held
             self._cut()
 
     def best(self) -> tuple[Rows, Vectors]:
