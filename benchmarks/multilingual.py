@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--distractors", type=int, default=100, help="other BBC articles to index")
     parser.add_argument("--threshold", type=float, default=None, help="multilingual min score")
     arguments = parser.parse_args()
-    from bot.service import MULTILINGUAL_MIN_SCORE
+    from embeddings.decision import MULTILINGUAL_MIN_COSINE as MULTILINGUAL_MIN_SCORE
 
     threshold = arguments.threshold if arguments.threshold is not None else MULTILINGUAL_MIN_SCORE
     questions = [

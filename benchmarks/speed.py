@@ -56,6 +56,8 @@ from embeddings.evaluation import ndcg_at
 from embeddings.index import Index, top_k
 from embeddings.onnx_encoder import DEFAULT_BATCH_SIZE, OnnxEncoder, export_onnx
 from embeddings.passages import split_article
+from embeddings.ranking import DEFAULT_SETTINGS
+from embeddings.reranker import Reranker
 from embeddings.scan import CANDIDATES, SHORTLIST_FACTOR, Int8Matrix, _kernel
 from embeddings.search import Searcher
 
@@ -65,6 +67,7 @@ TRECQA = ROOT.parent / "shared" / "eval" / "trecqa"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 RANKED = 50  # hits the int8 scan is measured for
 HITS = 15  # passages the bot ranks per question (bot.service.RANKED)
+PAGE = 3  # quotes on the first page of a reply (bot.handlers.PAGE_SIZE)
 BUDGET_MB = 400  # "RSS <= matrix bytes + model + 400 MB"
 SWEEP_SAMPLE = 300  # BBC passages per encoder setting
 SWEEP_ROUNDS = 3
@@ -438,6 +441,7 @@ def _sizes(
     header = [
         "passages", "Index.load (s)", "newsqa check (s)", "encode p50 (ms)",
         "question -> hits p50 / p95 (ms)", "of it: search p50 (ms)",
+        "question -> reply p50 / p95 (ms)",
         "scan threads", "read GB/s (1 / N threads)", "f32 scan p50 / bound (ms)",
         "int8 scan p50 / read p50 (ms)", "int8 scan best / read best (ms)",
         "int8 scan 1 thread p50 / read p50",
@@ -446,8 +450,9 @@ def _sizes(
     ]  # fmt: skip
     title = (
         "Question -> hits (ONNX encode + `Searcher.search`: both shortlists, BM25, ranking, "
-        f"{HITS} passages read) by index size; synthetic passages; timed after one untimed "
-        "pass over the questions (a running bot's page cache)"
+        f"the reranker over the best {DEFAULT_SETTINGS.rerank_depth}, {HITS} passages read) and "
+        f"-> reply (plus the first page's {PAGE} bold sentences) by index size; synthetic "
+        "passages; timed after one untimed pass over the questions (a running bot's page cache)"
     )
     return title, header, rows
 
@@ -456,6 +461,7 @@ def _size_row(size: int, c: dict[str, Any]) -> list[Any]:
     return [
         size, c["open_s"], c["verify_s"], c["encode_ms"][0],
         f"{c['total_ms'][0]:.1f} / {c['total_ms'][1]:.1f}", c["search_ms"][0],
+        f"{c['reply_ms'][0]:.1f} / {c['reply_ms'][1]:.1f}",
         c["scan_threads"], f"{c['read_gbps_1']:.1f} / {c['read_gbps']:.1f}",
         _versus(c["f32_scan_ms"], c["f32_bound_ms"]),
         _versus(c["int8_scan_ms"], c["int8_bound_ms"]),
@@ -512,17 +518,19 @@ def _size_child(folder: Path, onnx_dir: Path, queries: int, threads: int) -> dic
     importlib.import_module("bm25s")  # with scipy, ~0.7 s of imports a running bot has paid
     index, opened = timed(lambda: Index.load(path))
     encoder = OnnxEncoder(onnx_dir)
-    searcher = Searcher(index, encoder)
+    searcher = Searcher(index, encoder, reranker=Reranker())
     questions = _questions(queries)
-    for question in questions:  # a running bot's steady state: model loaded, pages cached
+    for question in questions:  # a running bot's steady state: models loaded, pages cached
         searcher.search(searcher.encode_question(question), HITS)
-    encode, total, search, query_vectors = [], [], [], []
+    encode, total, search, reply, query_vectors = [], [], [], [], []
     for question in questions:
         query, spent = timed(lambda q=question: searcher.encode_question(q))
-        _, searched = timed(lambda q=query: searcher.search(q, HITS))
+        results, searched = timed(lambda q=query: searcher.search(q, HITS))
+        _, answered = timed(lambda q=query, r=results: searcher.answers(q, r.hits[:PAGE]))
         encode.append(spent.wall)
         search.append(searched.wall)
         total.append(spent.wall + searched.wall)
+        reply.append(spent.wall + searched.wall + answered.wall)
         query_vectors.append(query.vector)
     result: dict[str, Any] = {"open_s": opened.wall, "rss_mb": _rss_mb()}
     vectors = np.asarray(index.vectors)
@@ -538,6 +546,7 @@ def _size_child(folder: Path, onnx_dir: Path, queries: int, threads: int) -> dic
         encode_ms=_percentiles(encode),
         total_ms=_percentiles(total),
         search_ms=_percentiles(search),
+        reply_ms=_percentiles(reply),
         budget_mb=(vectors.nbytes + int8.codes.nbytes) / 1e6 + model_mb + BUDGET_MB,
         disk_per_passage=disk / len(index),
         peak_rss_mb=_peak_rss_mb(),

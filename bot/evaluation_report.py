@@ -6,21 +6,23 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.service import MIN_SCORE
+from embeddings.decision import DEFAULT_THRESHOLDS, Thresholds
 from embeddings.encoder import Encoder
 from embeddings.errors import NewsqaError
 from embeddings.judging import (
     DEFAULT_PIPELINE,
+    PAGE,
+    AnswerReport,
     CachingEncoder,
     Evaluation,
     Judged,
     MethodResult,
     answer_judgements,
-    answered_share,
-    bold_sentence_share,
+    answer_report,
     evaluate,
     passage_judgements,
 )
+from embeddings.reranker import Reranker
 from embeddings.search import Searcher
 
 COLUMNS = (
@@ -57,15 +59,24 @@ class JudgedFiles:
         )
 
 
-def run(files: JudgedFiles, workdir: Path, model: Encoder, k: int) -> str:
-    """Build (or reuse) the judged set's index under `workdir`, measure it, and report."""
+def run(
+    files: JudgedFiles,
+    workdir: Path,
+    model: Encoder,
+    k: int,
+    *,
+    reranker: Reranker | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> str:
+    """Build (or reuse) the judged set's index under `workdir`, measure it with the searcher
+    the bot uses, and report."""
     encoder = CachingEncoder(model, workdir / "vectors")
     judged = files.judge(encoder, workdir / "indexes")
-    searcher = Searcher(judged.index, encoder)
+    searcher = Searcher(judged.index, encoder, reranker=reranker, thresholds=thresholds)
     evaluation = evaluate(searcher, judged.questions, k)
     if files.articles is None:
         return table(evaluation)
-    return table(evaluation) + "\n" + answer_lines(searcher, evaluation)
+    return table(evaluation) + "\n" + answers_table(answer_report(searcher, evaluation))
 
 
 def _folder_name(corpus: Path, model: str) -> str:
@@ -100,11 +111,15 @@ def gain(result: MethodResult, best: MethodResult | None) -> str:
     return f"{result.scores.ndcg_at_10 / best.scores.ndcg_at_10 - 1:+.1%}"
 
 
-def answer_lines(searcher: Searcher, evaluation: Evaluation) -> str:
-    """Format (b) extras: bold sentences holding the answer, and questions answered at all."""
-    bold = bold_sentence_share(searcher, evaluation)
-    answered = answered_share(evaluation, MIN_SCORE)
-    return (
-        f"Bold sentence contains the answer: {bold:.1%}\n"
-        f"Answered at the minimum score {MIN_SCORE:g}: {answered:.1%}\n"
-    )
+def answers_table(report: AnswerReport) -> str:
+    """Format (b): what the bot's users see, as a markdown table."""
+    false_answers = "" if report.false_answers is None else f"{report.false_answers:.1%}"
+    return "\n".join([
+        f"| questions | count | first quote holds the answer | a first-page quote ({PAGE}) "
+        "does | bold sentence does | answered |",
+        "| --- |" + " ---: |" * 5,
+        f"| answerable | {report.answerable} | {report.first_quote:.1%} | "
+        f"{report.first_page:.1%} | {report.bold_sentence:.1%} | {report.answered:.1%} |",
+        f"| unanswerable (answered: false answers) | {report.unanswerable} | | | | "
+        f"{false_answers} |",
+    ]) + "\n"  # fmt: skip

@@ -12,26 +12,25 @@ import itertools
 import logging
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings.catalog import ArticleEntry
+from embeddings.decision import DEFAULT_THRESHOLDS, Thresholds
 from embeddings.encoder import Encoder
 from embeddings.errors import NewsqaError
 from embeddings.index import Hit, Index, current_generation
 from embeddings.language import detect_language
+from embeddings.onnx_encoder import cores
 from embeddings.passages import Passage
+from embeddings.reranker import Reranker
 from embeddings.search import Answer, Query, Searcher
 
 log = logging.getLogger(__name__)
 
 # How many ranked passages a question keeps for paging with "More" (five pages of three).
 RANKED = 15
-# Below this cosine between a question and its nearest passage, the articles do not answer it:
-# chosen on judged BBC questions (benchmarks/quality.py) for at most 10% false answers.
-MIN_SCORE = 0.45
-# multilingual-e5 scores crowd into 0.7-0.9; below this a passage is not an answer.
-MULTILINGUAL_MIN_SCORE = 0.8
 
 
 @dataclass(frozen=True)
@@ -69,22 +68,32 @@ class QAService:
         index_dir: Path,
         encoder: Encoder,
         *,
-        min_score: float = MIN_SCORE,
         multilingual: Encoder | None = None,
-        multilingual_min_score: float = MULTILINGUAL_MIN_SCORE,
+        reranker: Reranker | None = None,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
     ):
         self.index_dir = index_dir
         self.encoder = encoder
         self.multilingual = multilingual
-        self.min_score = min_score
-        self.multilingual_min_score = multilingual_min_score
+        self.reranker = reranker
+        self.thresholds = thresholds
         self._lock = threading.Lock()
         self._tried: str | None = None  # the last generation opened, or that failed to open
         self._searcher = self._open()
+        # Questions are searched one per core, first come first served: more at once would
+        # only share the cores (the reranker already spreads each question over them) and
+        # make every waiting user wait longer.
+        self._workers = ThreadPoolExecutor(cores(), thread_name_prefix="search")
 
     def _open(self) -> Searcher:
         index = Index.load(self.index_dir, model=self.encoder.name)
-        return Searcher(index, self.encoder, self.multilingual)
+        return Searcher(
+            index,
+            self.encoder,
+            self.multilingual,
+            reranker=self.reranker,
+            thresholds=self.thresholds,
+        )
 
     @property
     def index(self) -> Index:
@@ -112,20 +121,21 @@ class QAService:
 
     async def rank(self, question: str) -> Ranking:
         """The relevant passages for `question`, best first (empty when nothing is relevant)."""
-        return await asyncio.to_thread(self._rank, question)
+        return await asyncio.get_running_loop().run_in_executor(self._workers, self._rank, question)
 
     def _rank(self, question: str) -> Ranking:
         self.reload_if_changed()
         searcher = self._searcher
         query = searcher.encode_question(question)
-        threshold = self.multilingual_min_score if query.multilingual else self.min_score
         results = searcher.search(query, RANKED)
-        return Ranking(question, query, results.hits if results.confidence >= threshold else [])
+        return Ranking(question, query, results.hits if results.answered else [])
 
     async def answers(self, ranking: Ranking, start: int, count: int) -> list[Answer]:
         """One page of a ranking, with each passage's answering sentence."""
         page = ranking.hits[start : start + count]
-        return await asyncio.to_thread(self._searcher.answers, ranking.query, page)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._workers, self._searcher.answers, ranking.query, page
+        )
 
     def article(self, passage: Passage) -> list[Passage]:
         """All passages of the passage's article in the current index (or just the passage)."""

@@ -9,7 +9,16 @@ from typing import Any
 
 import click
 
-from embeddings.search import Answer
+from bot.messages import say
+from embeddings.language import detect_language
+from embeddings.search import Answer, Results
+
+
+def answer_blocks(question: str, results: Results, answers: list[Answer]) -> str:
+    """What the bot would reply: the answers, or its sentence for a question not answered."""
+    if not results.answered or not answers:
+        return say("not_found", detect_language(question)) + "\n"
+    return "\n".join(answer_block(rank, answer) for rank, answer in enumerate(answers, start=1))
 
 
 def answer_block(rank: int, answer: Answer) -> str:
@@ -43,12 +52,24 @@ def _bold_codes() -> tuple[str, str]:
     return on, off
 
 
+def results_json(question: str, results: Results, answers: list[Answer]) -> dict[str, Any]:
+    """What the bot would do with `question`, as a JSON record (for `newsqa ask --json`):
+    whether it answers, how sure it is, and every hit with its bold sentence."""
+    return {
+        "question": question,
+        "answered": results.answered,
+        "confidence": round(results.confidence, 6),
+        "hits": [answer_json(rank, answer) for rank, answer in enumerate(answers, start=1)],
+    }
+
+
 def answer_json(rank: int, answer: Answer) -> dict[str, Any]:
-    """One answer as a JSON record (for `newsqa ask --json`)."""
-    passage = answer.hit.passage
+    """One hit: its passage, the ranking's score, its cosine and its bold sentence."""
+    hit, passage = answer.hit, answer.hit.passage
     return {
         "rank": rank,
-        "score": round(answer.hit.score, 6),
+        "score": round(hit.score, 6),
+        "cosine": round(hit.cosine, 6),
         "passage_id": passage.id,
         "article_id": passage.article_id,
         "title": passage.title,
@@ -56,10 +77,10 @@ def answer_json(rank: int, answer: Answer) -> dict[str, Any]:
         "source": passage.source,
         "url": passage.url,
         "text": passage.text,
-        "answer_sentence": answer.sentence,
+        "sentence": answer.sentence,
     }
 
 
-def answer_json_line(rank: int, answer: Answer) -> str:
-    """`answer_json` as one line of JSON."""
-    return json.dumps(answer_json(rank, answer), ensure_ascii=False)
+def results_json_line(question: str, results: Results, answers: list[Answer]) -> str:
+    """`results_json` as one line of JSON."""
+    return json.dumps(results_json(question, results, answers), ensure_ascii=False)

@@ -33,3 +33,7 @@ class EmptyQuestionError(NewsqaError):
 
 class IndexBusyError(NewsqaError):
     """Another build holds the index lock."""
+
+
+class RerankerLoadError(NewsqaError):
+    """The reranker model shipped with the package could not be loaded."""

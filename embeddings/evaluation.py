@@ -7,7 +7,8 @@ Two judged-set formats are read:
   ``../shared/eval/trecqa/``;
 * **answer strings** (format b): questions ``{"id"?, "question", "answer"}`` (``answer`` a string
   or a list of alternatives) over any corpus: a passage is relevant when it contains an answer,
-  so any way of cutting articles into passages can be scored.
+  so any way of cutting articles into passages can be scored. ``"answer": null`` marks a
+  question the articles do not answer: it measures the decision to answer.
 
 The measures are the usual ones of ranked retrieval, each for one question and averaged over the
 questions that have at least one relevant passage: hit@k, recall@k, MRR@k and nDCG@k with graded
@@ -20,7 +21,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ class JudgedQuestion:
     question: str
     relevant: Mapping[str, int] = field(default_factory=dict)
     answers: tuple[str, ...] = ()
+    answerable: bool = True  # False: format (b) "answer": null, the articles do not answer it
 
 
 @dataclass(frozen=True)
@@ -149,23 +151,30 @@ def load_passage_set(passages: Path, queries: Path, name: str = "") -> JudgedSet
 
 
 def load_answer_questions(path: Path) -> list[JudgedQuestion]:
-    """Format (b) questions, not yet judged: each with one or more answer strings."""
+    """Format (b) questions, not yet judged: each with one or more answer strings, or with
+    ``"answer": null`` when the articles do not answer it."""
     questions: list[JudgedQuestion] = []
     for number, record in read_jsonl(path):
         question, answer = record.get("question"), record.get("answer")
-        answers = [answer] if isinstance(answer, str) else answer
+        unanswerable = "answer" in record and answer is None
+        answers = [] if unanswerable else [answer] if isinstance(answer, str) else answer
         if (
             not isinstance(question, str)
+            or not question.strip()
             or not isinstance(answers, list)
-            or not answers
+            or not (answers or unanswerable)
             or not all(isinstance(a, str) and a.strip() for a in answers)
         ):
             raise JudgedSetError(
-                f'{path} line {number} needs "question" and "answer" (a string or a list)'
+                f'{path} line {number} needs "question" and "answer" (a string, a list, or '
+                "null for a question the articles do not answer)"
             )
         questions.append(
-            JudgedQuestion(_question_id(record, number), question, answers=tuple(answers))
-        )
+            JudgedQuestion(
+                _question_id(record, number), question, answers=tuple(answers),
+                answerable=not unanswerable,
+            )
+        )  # fmt: skip
     return questions
 
 
@@ -182,7 +191,7 @@ def judge_by_answer(
             for p, text in zip(passages, folded, strict=True)
             if any(pattern.search(text) for pattern in patterns)
         }
-        judged.append(JudgedQuestion(question.id, question.question, relevant, question.answers))
+        judged.append(replace(question, relevant=relevant))
     return JudgedSet(name, list(passages), judged)
 
 

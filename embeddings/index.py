@@ -40,6 +40,7 @@ from embeddings.encoder import Vectors
 from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError
 from embeddings.lexical import LexicalIndex
 from embeddings.passages import Passage
+from embeddings.reranker import Reading
 from embeddings.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel
 from embeddings.store import PassageStore
 
@@ -70,10 +71,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Hit:
-    """A passage found for a question, with its cosine similarity to the question."""
+    """A passage found for a question: its score in the ranking (comparable within one
+    question only, best first), its cosine similarity to the question, and the reranker's
+    reading of it when the reranker read it."""
 
     passage: Passage
     score: float
+    cosine: float = 0.0
+    reading: Reading | None = None
 
 
 class Index:
@@ -142,7 +147,7 @@ class Index:
         """
         rows, scores = self.nearest(query, k, multilingual=multilingual)
         return [
-            Hit(self.passages[int(row)], float(score))
+            Hit(self.passages[int(row)], float(score), float(score))
             for row, score in zip(rows, scores, strict=True)
         ]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from embeddings.evaluation import (
     load_passage_set,
     score_rankings,
 )
-from embeddings.index import Index
+from embeddings.index import Hit, Index
 from embeddings.lexical import LexicalIndex, Tokenizer
 from embeddings.ranking import top_rows
 from embeddings.search import Query, Results, Searcher
@@ -331,21 +331,57 @@ def evaluate(
     return Evaluation(measured, list(questions), queries, results)
 
 
-# --- answers -----------------------------------------------------------------------------------
+# --- answers ---------------------------------------------------------------------------------
+
+# The quotes on the bot's first page.
+PAGE = 3
 
 
-def bold_sentence_share(searcher: Searcher, evaluation: Evaluation) -> float:
-    """The share of questions whose first answer's bold sentence contains a judged answer."""
-    found = []
-    for question, query, result in zip(
-        evaluation.questions, evaluation.queries, evaluation.results, strict=True
-    ):
+@dataclass(frozen=True)
+class AnswerReport:
+    """Format (b): what a user of the bot sees, over the answerable questions (the first quote,
+    the first page, the bold sentence, answered at all) and the unanswerable ones (answered
+    anyway: a false answer)."""
+
+    answerable: int
+    unanswerable: int
+    first_quote: float
+    first_page: float
+    bold_sentence: float
+    answered: float
+    false_answers: float | None  # None when no question is unanswerable
+
+
+def answer_report(searcher: Searcher, evaluation: Evaluation) -> AnswerReport:
+    """The default pipeline's answers to format (b) questions, as the bot gives them."""
+    answerable = [
+        (question, query, result)
+        for question, query, result in zip(
+            evaluation.questions, evaluation.queries, evaluation.results, strict=True
+        )
+        if question.answerable
+    ]
+    refused = [r for q, r in zip(evaluation.questions, evaluation.results, strict=True)
+               if not q.answerable]  # fmt: skip
+
+    def holds(hits: Sequence[Hit], question: JudgedQuestion) -> bool:
+        return any(contains_answer(hit.passage.text, question.answers) for hit in hits)
+
+    def bold(question: JudgedQuestion, query: Query, result: Results) -> bool:
         answers = searcher.answers(query, result.hits[:1])
-        found.append(bool(answers) and contains_answer(answers[0].sentence, question.answers))
-    return float(np.mean(found)) if found else 0.0
+        return bool(answers) and contains_answer(answers[0].sentence, question.answers)
+
+    return AnswerReport(
+        answerable=len(answerable),
+        unanswerable=len(refused),
+        first_quote=_share(holds(r.hits[:1], q) for q, _, r in answerable),
+        first_page=_share(holds(r.hits[:PAGE], q) for q, _, r in answerable),
+        bold_sentence=_share(bold(q, query, r) for q, query, r in answerable),
+        answered=_share(r.answered for _, _, r in answerable),
+        false_answers=_share(r.answered for r in refused) if refused else None,
+    )
 
 
-def answered_share(evaluation: Evaluation, min_score: float) -> float:
-    """The share of questions the bot answers: `Results.confidence` at least `min_score`."""
-    scores = [result.confidence for result in evaluation.results]
-    return float(np.mean(np.asarray(scores) >= min_score)) if scores else 0.0
+def _share(flags: Iterable[bool]) -> float:
+    values = list(flags)
+    return float(np.mean(values)) if values else 0.0

@@ -132,6 +132,19 @@ class LexicalIndex:
             return np.zeros(self.count, dtype=np.float32)
         return np.asarray(self._bm25.get_scores_from_ids(known), dtype=np.float32)
 
+    def idf(self, terms: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Each term's inverse document frequency over the passages (Lucene's BM25 form);
+        a term no passage holds gets the highest."""
+        if self.count == 0:
+            return np.zeros(len(terms))
+        vocabulary = self._bm25.vocab_dict
+        pointers = np.asarray(self._bm25.scores["indptr"])
+        frequency = np.array([
+            pointers[vocabulary[t] + 1] - pointers[vocabulary[t]] if t in vocabulary else 0
+            for t in terms
+        ], dtype=np.float64)  # fmt: skip
+        return np.log(1.0 + (self.count - frequency + 0.5) / (frequency + 0.5))
+
     def save(self, folder: Path) -> None:
         """Write the index as plain `.npy` and JSON files into `folder`."""
         folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ Normalize: all-MiniLM-L6-v2 among them) into a folder of plain files, once:
 
     model.onnx      the transformer with mean pooling and L2 normalisation inside the graph,
                     BERT operators fused by onnxruntime, weights dynamically quantised to
-                    unsigned 8 bits per output channel (see `_quantize` for why)
+                    unsigned 8 bits per output channel (see `quantize_uint8` for why)
     tokenizer.json  the model's own tokenizer
     onnx.json       the source model, its token limit, dimension and the exporting versions
 
@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.encoder import Vectors, resolve_model
-from embeddings.errors import EncoderLoadError
+from embeddings.errors import EncoderLoadError, NewsqaError
 
 ONNX_SUFFIX = "@onnx-int8"
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.onnx", "tokenizer.json", "onnx.json"
@@ -71,13 +71,26 @@ class Manifest:
     @classmethod
     def read(cls, folder: Path) -> Manifest:
         """The manifest in `folder`; a missing or foreign one is `EncoderLoadError`."""
-        try:
-            record = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-            if record.get("format") != MANIFEST_FORMAT or record.get("version") != 1:
-                raise ValueError(f"unknown format {record.get('format')!r}")
+        with manifest_errors(EncoderLoadError, f"No exported ONNX model in {folder}"):
+            record = read_manifest(folder / MANIFEST_FILE, MANIFEST_FORMAT)
             return cls(str(record["name"]), int(record["max_tokens"]), int(record["dimension"]))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise EncoderLoadError(f"No exported ONNX model in {folder} ({error})") from error
+
+
+def read_manifest(path: Path, expected: str) -> dict[str, Any]:
+    """A model folder's JSON manifest, insisting on its format (version 1)."""
+    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("format") != expected or record.get("version") != 1:
+        raise ValueError(f"unknown format {record.get('format')!r}")
+    return record
+
+
+@contextmanager
+def manifest_errors(error: type[NewsqaError], message: str) -> Iterator[None]:
+    """Any way a manifest can be missing or wrong, as `error` with `message` and the cause."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as cause:
+        raise error(f"{message} ({cause})") from cause
 
 
 class OnnxEncoder:
@@ -131,15 +144,15 @@ class OnnxEncoder:
             return vectors
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.array([len(e.ids) for e in encodings])
-        batches = list(_batches(np.argsort(-lengths, kind="stable"), self._batch_size))
+        work = list(batches(np.argsort(-lengths, kind="stable"), self._batch_size))
 
         def encode(session: Any, rows: npt.NDArray[np.intp]) -> None:
-            ids, mask = _padded([encodings[row].ids for row in rows], lengths[rows])
+            ids, mask = padded([encodings[row].ids for row in rows], lengths[rows])
             vectors[rows] = self._run(session, ids, mask)
 
-        sessions = self._sessions(min(len(batches), self._workers))
+        sessions = self._sessions(min(len(work), self._workers))
         with _progress(len(texts), progress) as advance:
-            _share(batches, sessions, encode, advance)
+            share_batches(work, sessions, encode, advance)
         return vectors
 
     def _run(self, session: Any, ids: Tokens, mask: Tokens) -> Vectors:
@@ -150,7 +163,7 @@ class OnnxEncoder:
 
     @property
     def _workers(self) -> int:
-        return self._threads or _cores()
+        return self._threads or cores()
 
     def _sessions(self, count: int) -> list[Any]:
         """`count` one-thread onnxruntime sessions (at least one), created on first use."""
@@ -159,21 +172,7 @@ class OnnxEncoder:
         return self._made[: max(count, 1)]
 
     def _new_session(self) -> Any:
-        try:
-            import onnxruntime
-        except ImportError as error:
-            raise EncoderLoadError(
-                "The ONNX backend needs onnxruntime: pip install onnxruntime"
-            ) from error
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        try:
-            return onnxruntime.InferenceSession(
-                str(self.folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own untyped exceptions
-            raise EncoderLoadError(f"Cannot load {self.folder / MODEL_FILE}: {error}") from error
+        return one_thread_session(self.folder / MODEL_FILE, EncoderLoadError)
 
     @cached_property
     def _input_names(self) -> set[str]:
@@ -200,13 +199,29 @@ class OnnxEncoder:
         return tokenizer
 
 
-def _batches(order: npt.NDArray[np.intp], size: int) -> Iterator[npt.NDArray[np.intp]]:
+def one_thread_session(path: Path, error: type[NewsqaError]) -> Any:
+    """An onnxruntime session of the model at `path` that runs on one thread (several run side
+    by side); a missing runtime or an unreadable model is `error`, in one sentence."""
+    try:
+        import onnxruntime
+    except ImportError as missing:
+        raise error("Running the model needs onnxruntime: pip install onnxruntime") from missing
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as failure:  # onnxruntime raises its own untyped exceptions
+        raise error(f"Cannot load {path}: {failure}") from failure
+
+
+def batches(order: npt.NDArray[np.intp], size: int) -> Iterator[npt.NDArray[np.intp]]:
     """Consecutive slices of `order`, `size` rows each."""
     for start in range(0, len(order), size):
         yield order[start : start + size]
 
 
-def _padded(ids: list[list[int]], lengths: npt.NDArray[Any]) -> tuple[Tokens, Tokens]:
+def padded(ids: list[list[int]], lengths: npt.NDArray[Any]) -> tuple[Tokens, Tokens]:
     """Token ids right-padded with 0 to the longest in the batch, and the attention mask."""
     width = int(lengths.max())
     matrix = np.zeros((len(ids), width), dtype=np.int64)
@@ -217,7 +232,7 @@ def _padded(ids: list[list[int]], lengths: npt.NDArray[Any]) -> tuple[Tokens, To
     return matrix, mask
 
 
-def _share(
+def share_batches(
     batches: list[npt.NDArray[np.intp]],
     sessions: list[Any],
     encode: Callable[[Any, npt.NDArray[np.intp]], None],
@@ -257,7 +272,7 @@ def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
         yield bar.update
 
 
-def _cores() -> int:
+def cores() -> int:
     """Cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
@@ -294,7 +309,7 @@ def export_onnx(model: str, folder: Path) -> Path:
     try:
         _export_fp32(source, staging / "fp32.onnx", settings.max_tokens)
         _fuse(staging / "fp32.onnx", staging / "fused.onnx", settings)
-        _quantize(staging / "fused.onnx", staging / MODEL_FILE)
+        quantize_uint8(staging / "fused.onnx", staging / MODEL_FILE)
         for intermediate in ("fp32.onnx", "fused.onnx"):
             (staging / intermediate).unlink()
         shutil.copyfile(source / TOKENIZER_FILE, staging / TOKENIZER_FILE)
@@ -405,30 +420,37 @@ def _pooled_module() -> Any:
 
 
 def _fuse(source: Path, target: Path, settings: _Settings) -> None:
-    """onnxruntime's BERT fusions (Attention, SkipLayerNorm, BiasGelu) for BERT models."""
+    """onnxruntime's BERT fusions for BERT models; other models are copied as they are."""
     if settings.model_type != "bert":
         shutil.copyfile(source, target)
         return
+    fuse_bert(source, target, settings.heads, settings.dimension)
+
+
+def fuse_bert(source: Path, target: Path, heads: int, hidden: int) -> None:
+    """onnxruntime's BERT fusions (Attention, SkipLayerNorm, BiasGelu) of a BERT graph."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     optimized = optimize_model(
-        str(source),
-        model_type="bert",
-        num_heads=settings.heads,
-        hidden_size=settings.dimension,
-        opt_level=0,
+        str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
     )
     optimized.save_model_to_file(str(target))
 
 
-def _quantize(source: Path, target: Path) -> None:
+# Operators quantised when the embedding tables go to 8 bits too (the fused embedding layer, or
+# a plain Gather where the graph was not fused), beside the default MatMul and Attention.
+_WITH_EMBEDDINGS = ["MatMul", "Attention", "EmbedLayerNormalization", "Gather"]
+
+
+def quantize_uint8(source: Path, target: Path, *, embeddings: bool = False) -> None:
     """Dynamic 8-bit quantisation with unsigned weights, one scale per output channel.
 
     Measured on TrecQA and BBC passages against torch float32 (benchmarks/speed.py): one scale
     per tensor drops the mean cosine to 0.96; signed weights lose more nDCG than unsigned ones
     at the same speed, because on CPUs without VNNI onnxruntime multiplies unsigned activations
     by signed weights with an instruction whose 16-bit sums saturate, and 7-bit weights
-    (`reduce_range`) that avoid it are coarser.
+    (`reduce_range`) that avoid it are coarser. With `embeddings`, the embedding tables are
+    stored in 8 bits too (a quarter of the file, for a model shipped in the repository).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -439,6 +461,7 @@ def _quantize(source: Path, target: Path) -> None:
             str(target),
             weight_type=QuantType.QUInt8,
             per_channel=True,
+            op_types_to_quantize=_WITH_EMBEDDINGS if embeddings else None,
             # The fused operators are onnxruntime's own; shape inference cannot type them.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )

@@ -51,6 +51,12 @@ class RankingSettings:
     article_weight: float = 0.7
     # Within the article's score: the share of the article-vector cosine (the rest: best passage).
     article_vector_weight: float = 0.3
+    # The reranker reads this many of the best fused passages (after wire copies are dropped)
+    # and adds `reranker_weight` times its relevance (a probability) to their scores.
+    rerank_depth: int = 3
+    reranker_weight: float = 1.5
+    # The answer-type bonus on a sentence's reranker score, when choosing the bold sentence.
+    sentence_answer_type_bonus: float = 0.5
 
 
 DEFAULT_SETTINGS = RankingSettings()

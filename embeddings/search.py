@@ -1,22 +1,27 @@
-"""Questions in, hits out: the default ranking pipeline over one index.
+"""Questions in, hits out: the default ranking pipeline over one index, and whether to answer.
 
 For each question the index gives two shortlists, the `depth` passages nearest the question's
 vector and the `depth` best by BM25; `embeddings.ranking` fuses them (with the answer-type bonus,
-article context and any date the question names), drops wire copies and spreads the results
-over articles. Every signal outside its own shortlist counts 0 in the fusion, so ranking the
-union of the shortlists ranks exactly as ranking every passage would.
+article context and any date the question names) and drops wire copies. Every signal outside its
+own shortlist counts 0 in the fusion, so ranking the union of the shortlists ranks exactly as
+ranking every passage would. The reranker (`embeddings.reranker`) then reads the question with
+the best few passages; its relevance reorders them, and its sentence scores choose each
+quote's bold sentence. The results are spread over articles, and `embeddings.decision` says
+how sure the articles answer the question at all.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import overload
 
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.decision import DEFAULT_THRESHOLDS, Evidence, Thresholds
 from embeddings.encoder import Encoder, Vectors
 from embeddings.errors import EmptyQuestionError
 from embeddings.index import Hit, Index
@@ -24,6 +29,7 @@ from embeddings.language import is_english
 from embeddings.passages import Passage
 from embeddings.ranking import (
     DEFAULT_SETTINGS,
+    Ranked,
     RankingSettings,
     answer_type_bonus,
     collapse_duplicates,
@@ -33,9 +39,11 @@ from embeddings.ranking import (
     spread_articles,
     top_rows,
 )
-from embeddings.sentences import split_sentences
+from embeddings.reranker import Reading, Reranker
+from embeddings.sentences import sentence_spans
 
 Rows = npt.NDArray[np.intp]
+Scores = npt.NDArray[np.float64]
 
 # The ranked passages considered for wire copies and the spread over articles, per result.
 _PER_RESULT = 2
@@ -50,25 +58,29 @@ class Query:
     text: str = ""
 
 
-# A question whose first passage holds this share of its words (BM25 terms) ...
+# Without the reranker, a question whose first passage holds this share of its words (BM25
+# terms) ...
 WORDS_HELD = 0.75
-# ... gets this much added to its confidence: its nearest passage may be a little less close.
+# ... gets this much added to its cosine confidence: its nearest passage may be a little less
+# close.
 WORDS_HELD_BONUS = 0.05
 
 
 @dataclass(frozen=True)
 class Results:
-    """The ranked hits for a question, and how sure the articles answer it.
+    """The ranked hits for a question, how sure the articles answer it, and the decision.
 
-    `confidence` is the best cosine over the whole index, plus `WORDS_HELD_BONUS` when the first
-    passage holds at least `WORDS_HELD` of the question's words: a question whose nearest
-    passage is not close is not answered by the articles, whatever the ranking puts first, but
-    a passage with nearly every word of the question is evidence the cosine alone misses
-    (on the judged BBC questions the bonus answers no unanswerable question more).
+    `confidence` is the calibrated probability that the first hit answers the question when
+    the reranker read it (`embeddings.decision`); otherwise the best cosine over the whole
+    index, plus `WORDS_HELD_BONUS` when the first passage holds at least `WORDS_HELD` of the
+    question's words. `answered` is the confidence against its threshold: the one decision
+    the bot, `newsqa ask` and `newsqa eval` all follow.
     """
 
     hits: list[Hit]
     confidence: float
+    answered: bool = True
+    evidence: Evidence | None = None  # what the calibrated confidence weighed
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,7 @@ class Answer:
 
 
 class Searcher:
-    """Answers questions from one index with one encoder."""
+    """Answers questions from one index with one encoder (and the reranker, when given)."""
 
     def __init__(
         self,
@@ -94,6 +106,8 @@ class Searcher:
         encoder: Encoder,
         multilingual: Encoder | None = None,
         *,
+        reranker: Reranker | None = None,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
         settings: RankingSettings = DEFAULT_SETTINGS,
         today: Callable[[], dt.date] = dt.date.today,
     ):
@@ -102,6 +116,8 @@ class Searcher:
         # Only usable when the index holds this model's second matrix.
         usable = multilingual is not None and index.multilingual_model == multilingual.name
         self.multilingual = multilingual if usable else None
+        self.reranker = reranker
+        self.thresholds = thresholds
         self.settings = settings
         self.today = today  # "last week" in a question is relative to this day
 
@@ -126,10 +142,11 @@ class Searcher:
         return self.search(query, k).hits
 
     def search(self, query: Query, k: int) -> Results:
-        """The best `k` passages by the default pipeline, and the question's confidence."""
+        """The best `k` passages by the default pipeline, the question's confidence and the
+        decision to answer."""
         index, depth = self.index, self.settings.depth
         if len(index) == 0 or k <= 0:
-            return Results([], 0.0)
+            return Results([], 0.0, answered=False)
         dense_rows, dense_top = index.nearest(query.vector, depth, multilingual=query.multilingual)
         lexical_all = index.lexical.scores(query.text)
         lexical_rows = top_rows(lexical_all, depth)
@@ -138,23 +155,82 @@ class Searcher:
         texts = _PoolTexts(index.passages, pool)
         numbers = np.asarray(index.catalog.row_articles[pool], dtype=np.intp)
         articles, local = np.unique(numbers, return_inverse=True)
+        wanted = max(_PER_RESULT * k, self.settings.rerank_depth)
+        prior = self._date_prior(query.text, articles[local])
         ranked = rank(
             query.text,
             texts,
             local,
             dense,
             lexical_all[pool],
-            min(len(pool), _PER_RESULT * k),
+            min(len(pool), wanted),
             article_dense=None if query.multilingual else self._article_cosines(query, articles),
-            prior=self._date_prior(query.text, articles[local]),
+            prior=prior,
             settings=self.settings,
         )
-        chosen = spread_articles(collapse_duplicates(ranked, texts), local, k)
-        hits = [Hit(texts.passage(item.row), float(dense[item.row])) for item in chosen]
-        confidence = float(dense_top[0]) if len(dense_top) else 0.0
-        if hits and self._words_held(query.text, hits[0].passage) >= WORDS_HELD:
-            confidence += WORDS_HELD_BONUS
-        return Results(hits, confidence)
+        candidates, readings = self._rerank(query, collapse_duplicates(ranked, texts), texts, prior)
+        chosen = spread_articles(candidates, local, k)
+        hits = [
+            Hit(texts.passage(item.row), item.score, float(dense[item.row]), readings.get(item.row))
+            for item in chosen
+        ]
+        best_cosine = float(dense_top[0]) if len(dense_top) else 0.0
+        return self._decide(query, hits, best_cosine)
+
+    def _rerank(
+        self, query: Query, ranked: list[Ranked], texts: _PoolTexts, prior: Scores | None
+    ) -> tuple[list[Ranked], dict[int, Reading]]:
+        """The best `rerank_depth` passages read by the reranker and reordered by its relevance
+        (added to their scores with `reranker_weight`, as is the date prior again, so a
+        passage from outside the dates the question names stays behind); the rest follow as
+        they were."""
+        if not self._reads(query) or self.reranker is None:
+            return ranked, {}
+        head = ranked[: self.settings.rerank_depth]
+        readings = self.reranker.read(query.text, [texts.passage(item.row) for item in head])
+        penalty = prior if prior is not None else np.zeros(len(texts))
+        lifted = []
+        for item, reading in zip(head, readings, strict=True):
+            gain = self.settings.reranker_weight * (_sigmoid(reading.relevance) + penalty[item.row])
+            lifted.append(Ranked(item.row, item.score + gain, item.own + gain))
+        lifted.sort(key=lambda item: -item.score)
+        read = {item.row: reading for item, reading in zip(head, readings, strict=True)}
+        return lifted + ranked[len(head) :], read
+
+    def _reads(self, query: Query) -> bool:
+        """Whether the reranker reads this question: it reads English, not the multilingual
+        model's questions."""
+        return self.reranker is not None and not query.multilingual
+
+    def _decide(self, query: Query, hits: list[Hit], best_cosine: float) -> Results:
+        """The confidence that the first hit answers the question, and the decision."""
+        if not hits:
+            return Results([], 0.0, answered=False)
+        first = hits[0]
+        if first.reading is None or self.reranker is None:
+            confidence = best_cosine
+            if self._words_held(query.text, first.passage) >= WORDS_HELD:
+                confidence += WORDS_HELD_BONUS
+            minimum = self.thresholds.multilingual if query.multilingual else self.thresholds.cosine
+            return Results(hits, confidence, answered=confidence >= minimum)
+        calibration = self.reranker.calibration
+        evidence = Evidence(first.reading.relevance, best_cosine, self._missing(query, first))
+        confidence = calibration.confidence(evidence)
+        chosen = self.thresholds.calibrated
+        minimum = calibration.threshold if chosen is None else chosen
+        return Results(hits, confidence, confidence >= minimum, evidence)
+
+    def _missing(self, query: Query, hit: Hit) -> float:
+        """The IDF-weighted share of the question's terms that the hit's article lacks."""
+        lexical = self.index.lexical
+        terms = sorted(set(lexical.tokenizer.question_terms(query.text)))
+        if not terms:
+            return 0.0
+        passages = self.index.article_passages(hit.passage.article_id) or [hit.passage]
+        held = {t for p in passages for t in lexical.tokenizer.passage_terms(p.embedding_text)}
+        weights = lexical.idf(terms)
+        lacking = sum(w for term, w in zip(terms, weights, strict=True) if term not in held)
+        return float(lacking / weights.sum()) if weights.sum() > 0 else 0.0
 
     def _words_held(self, question: str, passage: Passage) -> float:
         """The share of the question's BM25 terms that the passage (with its title) holds."""
@@ -187,26 +263,52 @@ class Searcher:
         return date_preference(window, [dt.date.fromordinal(o) if o else None for o in ordinals])
 
     def answers(self, query: Query, hits: list[Hit]) -> list[Answer]:
-        """The hits, each with the sentence in its passage that best answers the question: the
-        closest to it, with the ranking's answer-type bonus (a date for "when", ...)."""
-        spans = [sentence_spans(hit.passage.text) for hit in hits]
-        texts = [
-            hit.passage.text[a:b] for hit, own in zip(hits, spans, strict=True) for a, b in own
-        ]
-        encoder = self._encoder(query.multilingual)
-        scores = encoder.encode_passages(texts) @ query.vector if texts else np.zeros(0)
-        scores = scores + answer_type_bonus(
-            query.text, texts, np.arange(len(texts)), self.settings.answer_type_bonus
-        )
-        answers, offset = [], 0
-        for hit, own in zip(hits, spans, strict=True):
-            best = offset + int(np.argmax(scores[offset : offset + len(own)]))
-            answers.append(Answer(hit, *own[best - offset]))
-            offset += len(own)
-        return answers
+        """The hits, each with the sentence in its passage that best answers the question.
+
+        The reranker's sentence scores choose it (hits it has not read yet, such as a later
+        page, are read now), with the answer-type bonus for a sentence holding what the
+        question asks for (a date for "when", ...). Without the reranker, the sentence
+        holding most of the question's rare words is chosen. No sentence is embedded.
+        """
+        if self._reads(query) and self.reranker is not None:
+            unread = [hit for hit in hits if hit.reading is None]
+            readings = dict(zip(
+                map(id, unread), self.reranker.read(query.text, [h.passage for h in unread]),
+                strict=True,
+            ))  # fmt: skip
+            hits = [replace(hit, reading=readings.get(id(hit), hit.reading)) for hit in hits]
+        return [self._answer(query, hit) for hit in hits]
+
+    def _answer(self, query: Query, hit: Hit) -> Answer:
+        spans = sentence_spans(hit.passage.text)
+        sentences = [hit.passage.text[a:b] for a, b in spans]
+        if hit.reading is not None and len(hit.reading.sentences) == len(spans):
+            scores = np.asarray(hit.reading.sentences, dtype=np.float64)
+            bonus = self.settings.sentence_answer_type_bonus
+        else:
+            scores = self._words_in(query.text, sentences)
+            bonus = self.settings.answer_type_bonus
+        rows = np.arange(len(sentences))
+        scores = scores + answer_type_bonus(query.text, sentences, rows, bonus)
+        return Answer(hit, *spans[int(np.argmax(scores))])
+
+    def _words_in(self, question: str, sentences: Sequence[str]) -> npt.NDArray[np.float64]:
+        """The IDF-weighted share of the question's terms each sentence holds."""
+        lexical = self.index.lexical
+        terms = sorted(set(lexical.tokenizer.question_terms(question)))
+        weights = lexical.idf(terms) if terms else np.zeros(0)
+        total = float(weights.sum()) or 1.0
+        return np.array([
+            sum(w for t, w in zip(terms, weights, strict=True) if t in held) / total
+            for held in (set(lexical.tokenizer.passage_terms(s)) for s in sentences)
+        ])  # fmt: skip
 
     def _encoder(self, multilingual: bool) -> Encoder:
         return self.multilingual if multilingual and self.multilingual else self.encoder
+
+
+def _sigmoid(value: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, value))))
 
 
 class _PoolTexts(Sequence[str]):
@@ -237,13 +339,3 @@ class _PoolTexts(Sequence[str]):
         if position not in self._read:
             self._read[position] = self._passages[int(self._rows[position])]
         return self._read[position]
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of `text` (the whole text if it has no sentence)."""
-    spans, position = [], 0
-    for sentence in split_sentences(text):
-        start = text.find(sentence, position)
-        spans.append((start, start + len(sentence)))
-        position = start + len(sentence)
-    return spans or [(0, len(text))]

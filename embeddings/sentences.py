@@ -96,3 +96,13 @@ def _ends_with_abbreviation(candidate: str) -> bool:
         return True
     last = words[-1].rstrip(".").lower()
     return last in _ABBREVIATIONS or (len(last) <= 2 and "." in words[-1][:-1]) or len(last) == 1
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of `text` (the whole text if it has no sentence)."""
+    spans, position = [], 0
+    for sentence in split_sentences(text):
+        start = text.find(sentence, position)
+        spans.append((start, start + len(sentence)))
+        position = start + len(sentence)
+    return spans or [(0, len(text))]

@@ -123,7 +123,7 @@ def test_onnx_index_answers_and_refuses_torch_questions(
     ask = ["ask", "--json", SEED_QUESTION, "--index", str(index_dir)]
     asked = CliRunner().invoke(main, ask, env={"NEWSQA_BACKEND": "onnx"})
     assert asked.exit_code == 0, asked.output
-    first = json.loads(asked.output.splitlines()[0])
+    first = json.loads(asked.output)["hits"][0]
     assert first["text"].startswith("Jiang Hui, member of the Standing Committee")
     torch = CliRunner().invoke(main, ask, env={"NEWSQA_BACKEND": "torch"})
     assert torch.exit_code != 0 and "was built with" in torch.output

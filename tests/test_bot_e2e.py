@@ -22,7 +22,9 @@ from bot.messages import say
 from bot.service import QAService
 from embeddings.articles import read_articles
 from embeddings.build import build_index
+from embeddings.decision import Thresholds
 from embeddings.encoder import Vectors
+from embeddings.reranker import Reranker
 from tests.conftest import FakeEncoder, write_article
 from tests.telegram_server import SentMessage, TelegramServer
 
@@ -82,10 +84,13 @@ async def _start(
     data_dir: Path,
     index_dir: Path,
     encoder: FakeEncoder,
+    reranker: Reranker | None = None,
     **handler_args: object,
 ) -> tuple[Handlers, Application]:  # type: ignore[type-arg]
     build_index(read_articles(data_dir).articles, encoder, index_dir)
-    handlers = Handlers(QAService(index_dir, encoder, min_score=0.1), **handler_args)  # type: ignore[arg-type]
+    thresholds = Thresholds(calibrated=0.0, cosine=0.1)  # answer: these tests pin the bot
+    service = QAService(index_dir, encoder, reranker=reranker, thresholds=thresholds)
+    handlers = Handlers(service, **handler_args)  # type: ignore[arg-type]
     application = build_application(server.token, handlers, base_url=server.base_url)
     await application.initialize()
     assert application.post_init is not None
@@ -112,6 +117,7 @@ async def bot(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) ->
     async with TelegramServer() as server:
         handlers, application = await _start(
             server, data_dir, tmp_path / "index", options.get("encoder", FakeEncoder()),
+            reranker=Reranker() if options.get("reranker") else None,
             allowed_chats=options.get("allowed", frozenset()),
             limiter=RateLimiter(options.get("limit", 0), 60, clock),
             pages=ExpiringStore(capacity=100, ttl=600, clock=clock),
@@ -131,6 +137,15 @@ async def test_private_question_quotes_the_right_article(bot: Bot) -> None:
     assert "rescue teams" in reply.entities_of("expandable_blockquote")[0]
     assert (ALICE, "typing") in bot.server.chat_actions
     assert reply.parse_mode == "HTML"
+
+
+@pytest.mark.parametrize("bot", [{"reranker": True}], indirect=True)
+async def test_with_the_reranker_the_answering_paragraph_and_sentence_come_first(bot: Bot) -> None:
+    """With the packaged reranker, the paragraph holding the answer is quoted first, with the
+    sentence that gives it in bold, through the real Telegram stack."""
+    reply = await bot.ask(ALICE, "How many people did rescue teams get out of the valley?")
+    assert reply.text.startswith("1. Heavy rain floods the valley\n2 May 2024\nThe mayor said")
+    assert "evacuated four hundred people" in reply.entities_of("bold")[1]
 
 
 async def test_one_passage_per_article_until_articles_run_out(bot: Bot) -> None:

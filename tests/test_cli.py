@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bot import cli
 from bot.cli import main
 from embeddings.articles import read_articles
 from embeddings.build import build_index
@@ -127,3 +129,46 @@ def test_check_reports_a_whole_index(index_dir: Path) -> None:
     """`newsqa check` reads every file of a good index and says it is whole."""
     code, output = _invoke("check", "--index", str(index_dir))
     assert code == 0 and "is whole: 7 passages" in output
+
+
+@pytest.fixture
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Questions are encoded by the fake encoder (under the default model's name)."""
+    monkeypatch.setattr(cli, "make_encoder", lambda *args, **kwargs: FakeEncoder(DEFAULT_MODEL))
+
+
+@pytest.mark.usefixtures("fake_model")
+def test_ask_dash_answers_each_stdin_line_as_one_json_object(index_dir: Path) -> None:
+    """`ask -` reads one question a line (skipping lines without words); `--json` prints one
+    object per question with the decision and the hits: text, ranking score (descending),
+    cosine and bold sentence."""
+    questions = "Who held the press conference?\n\n  ?\nWhat are the seven capabilities?\n"
+    code, output = _invoke(
+        "ask", "-", "--json", "--no-rerank", "--min-score", "0", "--index", str(index_dir),
+        input=questions,
+    )  # fmt: skip
+    assert code == 0, output
+    records = [json.loads(line) for line in output.splitlines()]
+    assert [r["question"] for r in records] == [
+        "Who held the press conference?",
+        "What are the seven capabilities?",
+    ]
+    for record in records:
+        assert record["answered"] is True and len(record["hits"]) == 3
+        scores = [hit["score"] for hit in record["hits"]]
+        assert scores == sorted(scores, reverse=True)
+        for hit in record["hits"]:
+            assert hit["sentence"] in hit["text"] and -1.0 <= hit["cosine"] <= 1.0
+    assert "seven capabilities" in records[1]["hits"][0]["text"]
+
+
+@pytest.mark.usefixtures("fake_model")
+def test_ask_a_question_not_answered_prints_the_bots_sentence(index_dir: Path) -> None:
+    """Below the threshold `ask` says what the bot would say; `--json` marks it not answered
+    and still shows what it would have quoted."""
+    args = ["--no-rerank", "--min-score", "1.01", "--index", str(index_dir)]
+    code, output = _invoke("ask", "Who won the match?", *args)
+    assert code == 0 and output.startswith("I couldn't find that in the articles.")
+    code, output = _invoke("ask", "--json", "Who won the match?", *args)
+    record = json.loads(output)
+    assert record["answered"] is False and record["hits"]

@@ -34,6 +34,7 @@ import pytest
 
 from embeddings.articles import read_articles
 from embeddings.build import build_index
+from embeddings.decision import Thresholds
 from embeddings.encoder import SentenceTransformerEncoder, Vectors
 from embeddings.errors import IndexCorruptError
 from embeddings.index import CURRENT, META, PASSAGES, VECTORS, Index
@@ -197,7 +198,7 @@ def verify_index(index_dir: Path, encoder: SentenceTransformerEncoder, sample: i
     searcher = Searcher(index, encoder)
     for row in rows[:3]:
         [hit] = searcher.rank(searcher.encode_question(index.passages[row].embedding_text), 1)
-        assert hit.passage == index.passages[row] and hit.score > 0.999
+        assert hit.passage == index.passages[row] and hit.cosine > 0.999
     return len(rows)
 
 
@@ -410,7 +411,7 @@ def test_questions_during_rebuilds_always_see_one_whole_generation(
     encoder = FakeEncoder()
     _news(data_dir)
     build_index(read_articles(data_dir).articles, encoder, tmp_path / "index")
-    service = QAService(tmp_path / "index", encoder, min_score=0.0)
+    service = QAService(tmp_path / "index", encoder, thresholds=Thresholds(cosine=0.0))
     done = threading.Event()
     failures: list[BaseException] = []
     answered: list[int] = []
@@ -421,7 +422,7 @@ def test_questions_during_rebuilds_always_see_one_whole_generation(
                 ranking = service._rank("heavy rain in the valley cup final volcano")
                 vectors = encoder.encode_passages([h.passage.embedding_text for h in ranking.hits])
                 scores = vectors @ ranking.query.vector
-                assert np.allclose(scores, [h.score for h in ranking.hits], atol=1e-5)
+                assert np.allclose(scores, [h.cosine for h in ranking.hits], atol=1e-5)
                 answered.append(len(ranking.hits))
             except BaseException as error:
                 failures.append(error)
@@ -456,7 +457,7 @@ async def test_bot_keeps_the_old_index_when_the_new_one_is_damaged(
     _news(data_dir)
     encoder = FakeEncoder()
     build_index(read_articles(data_dir).articles, encoder, tmp_path / "index")
-    service = QAService(tmp_path / "index", encoder, min_score=0.1)
+    service = QAService(tmp_path / "index", encoder, thresholds=Thresholds(cosine=0.1))
     old = service.index.generation
     write_article(data_dir, "volcano.txt", "Volcano erupts", "The volcano sent an ash cloud.")
     build_index(read_articles(data_dir).articles, encoder, tmp_path / "index")

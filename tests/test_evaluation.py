@@ -185,6 +185,22 @@ def test_answer_questions_are_judged_by_containment(tmp_path: Path) -> None:
     assert [q.id for q in judged.judged] == ["q1", "2"]
 
 
+def test_an_answer_of_null_marks_a_question_the_articles_do_not_answer(tmp_path: Path) -> None:
+    """Format (b): `"answer": null` loads as unanswerable, with nothing relevant to judge."""
+    path = _jsonl(
+        tmp_path / "questions.jsonl",
+        {"question": "Who won?", "answer": "Jane Doe"},
+        {"id": "u1", "question": "Who won in 2030?", "answer": None},
+    )
+    questions = load_answer_questions(path)
+    assert [(q.id, q.answerable, q.answers) for q in questions] == [
+        ("1", True, ("Jane Doe",)),
+        ("u1", False, ()),
+    ]
+    judged = judge_by_answer(questions, [JudgedPassage("p1", "Jane Doe won.")])
+    assert [q.relevant for q in judged.questions] == [{"p1": 1}, {}]
+
+
 @pytest.mark.parametrize(
     "line",
     ['{"question": "q"}', '{"question": "q", "answer": ""}', '{"question": "q", "answer": []}',

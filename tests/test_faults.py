@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from telegram.ext import Application
 
+from bot.app import RetryingRateLimiter
 from bot.handlers import Handlers
 from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import MESSAGES, say
@@ -123,6 +124,25 @@ async def test_failing_typing_indicator_does_not_stop_the_answer(
     """When "typing..." cannot be shown, even after retries, the question is still answered."""
     bot.server.fail_next("sendChatAction", status=status, times=times)
     assert (await bot.ask(ALICE, QUESTION)).startswith(ANSWER_START)
+
+
+async def test_typing_indicator_does_not_wait_for_the_flood_limit() -> None:
+    """With the limiter's budget spent by a message, "typing..." still goes out at once."""
+    limiter = RetryingRateLimiter(overall_max_rate=1, overall_time_period=60)
+    await limiter.initialize()
+    sent: list[str] = []
+
+    async def call(name: str) -> bool:
+        sent.append(name)
+        return True
+
+    data = {"chat_id": ALICE}
+    await limiter.process_request(call, ("message",), {}, "sendMessage", data, None)
+    await asyncio.wait_for(
+        limiter.process_request(call, ("typing",), {}, "sendChatAction", data, None), 1.0
+    )
+    assert sent == ["message", "typing"]
+    await limiter.shutdown()
 
 
 async def test_answer_failing_past_all_retries_gets_one_apology(bot: Bot) -> None:

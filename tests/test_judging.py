@@ -14,14 +14,14 @@ from click.testing import CliRunner
 from bot import cli
 from bot.cli import main
 from embeddings.articles import Article
+from embeddings.decision import Thresholds
 from embeddings.evaluation import JudgedPassage, JudgedQuestion
 from embeddings.judging import (
     DEFAULT_PIPELINE,
     CachingEncoder,
     Method,
     answer_judgements,
-    answered_share,
-    bold_sentence_share,
+    answer_report,
     evaluate,
     judge_by_article,
     open_index,
@@ -111,7 +111,8 @@ def test_a_split_passage_keeps_its_grade_in_both_halves(tmp_path: Path) -> None:
 
 def test_answer_format_judges_index_passages_by_containment(tmp_path: Path) -> None:
     """Format (b): relevant passages are those holding the answer, however articles were cut;
-    the bold-sentence share and the answered share come from the pipeline's own answer."""
+    the first quote, the bold sentence, the answered share and the false answers (to a
+    question marked "answer": null) come from the pipeline's own answer and decision."""
     corpus = _jsonl(
         tmp_path / "articles.jsonl",
         [
@@ -124,19 +125,19 @@ def test_answer_format_judges_index_passages_by_containment(tmp_path: Path) -> N
         [
             {"question": "How much did the river rise?", "answer": "3 metres"},
             {"question": "Who won the cup final?", "answer": ["Leeds"]},
+            {"question": "Who won the election?", "answer": None},
         ],
     )
     encoder = FakeEncoder()
     judged = answer_judgements(corpus, questions, encoder, tmp_path / "index")
-    assert [q.relevant for q in judged.questions] == [
-        {"articles#a:0": 1},
-        {"articles#b:0": 1},
-    ]
-    searcher = Searcher(judged.index, encoder)
-    evaluation = evaluate(searcher, judged.questions)
-    assert bold_sentence_share(searcher, evaluation) == 1.0
-    assert answered_share(evaluation, 0.0) == 1.0
-    assert answered_share(evaluation, 1.01) == 0.0
+    assert [q.relevant for q in judged.questions] == [{"articles#a:0": 1}, {"articles#b:0": 1}, {}]
+    assert [q.answerable for q in judged.questions] == [True, True, False]
+    for floor, answered in [(0.0, 1.0), (1.01, 0.0)]:
+        searcher = Searcher(judged.index, encoder, thresholds=Thresholds(cosine=floor))
+        report = answer_report(searcher, evaluate(searcher, judged.questions))
+        assert (report.answerable, report.unanswerable) == (2, 1)
+        assert (report.first_quote, report.first_page, report.bold_sentence) == (1.0, 1.0, 1.0)
+        assert report.answered == report.false_answers == answered
 
 
 def test_caching_encoder_embeds_a_text_once_across_index_folders(tmp_path: Path) -> None:
@@ -181,7 +182,8 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _eval(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["eval", *args])
+    """`newsqa eval` without the reranker: these tests pin the evaluation, not the model."""
+    result = CliRunner().invoke(main, ["eval", "--no-rerank", *args])
     return result.exit_code, result.output
 
 
@@ -218,8 +220,8 @@ def test_eval_on_answer_strings_reports_bold_sentences(tmp_path: Path) -> None:
         "--articles", str(articles), "--questions", str(questions), "--workdir", str(tmp_path)
     )
     assert code == 0, output
-    assert "Bold sentence contains the answer: 100.0%" in output
-    assert "Answered at the minimum score 0.45:" in output
+    assert "| answerable | 1 | 100.0% | 100.0% | 100.0% |" in output
+    assert "| unanswerable (answered: false answers) | 0 |" in output
 
 
 BAD = [

@@ -28,8 +28,8 @@ from embeddings.errors import EmptyQuestionError
 from embeddings.index import Hit, Index
 from embeddings.passages import Passage, split_article
 from embeddings.ranking import Ranked, collapse_duplicates
-from embeddings.search import Answer, Searcher, sentence_spans
-from embeddings.sentences import split_sentences
+from embeddings.search import Answer, Searcher
+from embeddings.sentences import sentence_spans, split_sentences
 from tests.conftest import FakeEncoder
 from tests.telegram_server import MAX_TEXT_LENGTH, format_message_text, parse_html, utf16_slice
 

@@ -9,7 +9,8 @@ import pytest
 from bot.replies import MAX_LENGTH, answers_message, article_messages, telegram_length
 from embeddings.index import Hit
 from embeddings.passages import Passage
-from embeddings.search import Answer, sentence_spans
+from embeddings.search import Answer
+from embeddings.sentences import sentence_spans
 from tests.telegram_server import parse_html
 
 
