@@ -24,10 +24,12 @@ under a second; the checksums are verified at open up to `VERIFY_BYTES` of files
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ import numpy.typing as npt
 from embeddings.catalog import ArticleEntry, Catalog
 from embeddings.encoder import Vectors
 from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError
-from embeddings.lexical import LexicalIndex
+from embeddings.lexical import LexicalIndex, Tokenizer
 from embeddings.passages import Passage
 from embeddings.reranker import Reading
 from embeddings.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel
@@ -65,6 +67,7 @@ GATHER_BYTES = 256 * 2**20
 INT8_SCAN_ROWS = 50_000
 
 Rows = npt.NDArray[np.intp]
+Scores = npt.NDArray[np.float32]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +170,60 @@ class Index:
         matrix = self._matrix(multilingual) if multilingual else self._rows
         ordered = np.sort(rows)  # ascending rows read the file in order
         return np.asarray(matrix[ordered] @ query)[np.searchsorted(ordered, rows)]
+
+    def lexical_nearest(self, question: str, k: int) -> tuple[Rows, Scores]:
+        """Rows of the `k` best passages by BM25, best first, and their scores (only those
+        holding a term of the question)."""
+        scores = self.lexical.scores(question)
+        rows = np.array(top_k(scores, k), dtype=np.intp)
+        rows = rows[scores[rows] > 0]
+        return rows, scores[rows]
+
+    def idf(self, terms: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Each term's BM25 inverse document frequency."""
+        return self.lexical.idf(terms)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """How passages and questions become BM25 terms."""
+        return self.lexical.tokenizer
+
+    @property
+    def built_at(self) -> str:
+        """When the build finished (ISO 8601), or "" for an index held in memory."""
+        return str(self.meta.get("built_at", ""))
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Nothing to hold: a loaded generation never changes."""
+        return nullcontext()
+
+    def passage(self, row: int) -> Passage:
+        """The passage at `row`."""
+        return self.passages[row]
+
+    def row_articles(self, rows: Rows) -> Rows:
+        """The article number of each row."""
+        return np.asarray(self.catalog.row_articles[rows], dtype=np.intp)
+
+    def article_dates(self, articles: Rows) -> npt.NDArray[np.int64]:
+        """Each article's date as a proleptic ordinal, 0 when undated."""
+        return np.asarray(self.catalog.dates, dtype=np.int64)[articles]
+
+    def article_vectors(self, articles: Rows) -> Vectors:
+        """Each article's L2-normalised mean passage vector."""
+        return np.asarray(self.catalog.vectors[articles])
+
+    def article_count(self) -> int:
+        """The number of articles."""
+        return len(self.catalog)
+
+    def date_range(self) -> tuple[dt.date | None, dt.date | None]:
+        """The earliest and the latest article date."""
+        return self.catalog.date_range()
+
+    def newest_articles(self, count: int) -> list[ArticleEntry]:
+        """The `count` most recent articles, newest first (undated ones last)."""
+        return self.catalog.newest(count)
 
     def _matrix(self, multilingual: bool) -> Vectors:
         matrix = self.multilingual if multilingual else self.vectors

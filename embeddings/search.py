@@ -24,7 +24,7 @@ import numpy.typing as npt
 from embeddings.decision import DEFAULT_THRESHOLDS, Evidence, Thresholds
 from embeddings.encoder import Encoder, Vectors
 from embeddings.errors import EmptyQuestionError
-from embeddings.index import Hit, Index
+from embeddings.index import Hit
 from embeddings.language import is_english
 from embeddings.passages import Passage
 from embeddings.ranking import (
@@ -37,10 +37,10 @@ from embeddings.ranking import (
     date_window,
     rank,
     spread_articles,
-    top_rows,
 )
 from embeddings.reranker import Reading, Reranker
 from embeddings.sentences import sentence_spans
+from embeddings.stores import SearchStore
 
 Rows = npt.NDArray[np.intp]
 Scores = npt.NDArray[np.float64]
@@ -102,7 +102,7 @@ class Searcher:
 
     def __init__(
         self,
-        index: Index,
+        index: SearchStore,
         encoder: Encoder,
         multilingual: Encoder | None = None,
         *,
@@ -144,16 +144,22 @@ class Searcher:
     def search(self, query: Query, k: int) -> Results:
         """The best `k` passages by the default pipeline, the question's confidence and the
         decision to answer."""
+        with self.index.snapshot():
+            return self._search(query, k)
+
+    def _search(self, query: Query, k: int) -> Results:
         index, depth = self.index, self.settings.depth
         if len(index) == 0 or k <= 0:
             return Results([], 0.0, answered=False)
         dense_rows, dense_top = index.nearest(query.vector, depth, multilingual=query.multilingual)
-        lexical_all = index.lexical.scores(query.text)
-        lexical_rows = top_rows(lexical_all, depth)
-        pool = np.union1d(dense_rows, lexical_rows[lexical_all[lexical_rows] > 0])
+        lexical_rows, lexical_top = index.lexical_nearest(query.text, depth)
+        pool = np.union1d(dense_rows, lexical_rows)
         dense = self._pool_cosines(query, pool, dense_rows, dense_top)
-        texts = _PoolTexts(index.passages, pool)
-        numbers = np.asarray(index.catalog.row_articles[pool], dtype=np.intp)
+        # Outside its shortlist BM25 counts 0 in the fusion, as every signal does.
+        lexical = np.zeros(len(pool), dtype=np.float32)
+        lexical[np.searchsorted(pool, lexical_rows)] = lexical_top
+        texts = _PoolTexts(index, pool)
+        numbers = index.row_articles(pool)
         articles, local = np.unique(numbers, return_inverse=True)
         wanted = max(_PER_RESULT * k, self.settings.rerank_depth)
         prior = self._date_prior(query.text, articles[local])
@@ -162,7 +168,7 @@ class Searcher:
             texts,
             local,
             dense,
-            lexical_all[pool],
+            lexical,
             min(len(pool), wanted),
             article_dense=None if query.multilingual else self._article_cosines(query, articles),
             prior=prior,
@@ -222,19 +228,19 @@ class Searcher:
 
     def _missing(self, query: Query, hit: Hit) -> float:
         """The IDF-weighted share of the question's terms that the hit's article lacks."""
-        lexical = self.index.lexical
-        terms = sorted(set(lexical.tokenizer.question_terms(query.text)))
+        tokenizer = self.index.tokenizer
+        terms = sorted(set(tokenizer.question_terms(query.text)))
         if not terms:
             return 0.0
         passages = self.index.article_passages(hit.passage.article_id) or [hit.passage]
-        held = {t for p in passages for t in lexical.tokenizer.passage_terms(p.embedding_text)}
-        weights = lexical.idf(terms)
+        held = {t for p in passages for t in tokenizer.passage_terms(p.embedding_text)}
+        weights = self.index.idf(terms)
         lacking = sum(w for term, w in zip(terms, weights, strict=True) if term not in held)
         return float(lacking / weights.sum()) if weights.sum() > 0 else 0.0
 
     def _words_held(self, question: str, passage: Passage) -> float:
         """The share of the question's BM25 terms that the passage (with its title) holds."""
-        tokenizer = self.index.lexical.tokenizer
+        tokenizer = self.index.tokenizer
         terms = set(tokenizer.question_terms(question))
         held = terms & set(tokenizer.passage_terms(passage.embedding_text))
         return len(held) / len(terms) if terms else 0.0
@@ -252,14 +258,14 @@ class Searcher:
         return dense
 
     def _article_cosines(self, query: Query, articles: Rows) -> Vectors:
-        return np.asarray(self.index.catalog.vectors[articles]) @ query.vector
+        return self.index.article_vectors(articles) @ query.vector
 
     def _date_prior(self, question: str, articles: Rows) -> npt.NDArray[np.float64] | None:
         """A penalty for passages outside the dates the question names (None if it names none)."""
         window = date_window(question, self.today())
         if window is None:
             return None
-        ordinals = np.asarray(self.index.catalog.dates)[articles]
+        ordinals = self.index.article_dates(articles)
         return date_preference(window, [dt.date.fromordinal(o) if o else None for o in ordinals])
 
     def answers(self, query: Query, hits: list[Hit]) -> list[Answer]:
@@ -294,13 +300,13 @@ class Searcher:
 
     def _words_in(self, question: str, sentences: Sequence[str]) -> npt.NDArray[np.float64]:
         """The IDF-weighted share of the question's terms each sentence holds."""
-        lexical = self.index.lexical
-        terms = sorted(set(lexical.tokenizer.question_terms(question)))
-        weights = lexical.idf(terms) if terms else np.zeros(0)
+        tokenizer = self.index.tokenizer
+        terms = sorted(set(tokenizer.question_terms(question)))
+        weights = self.index.idf(terms) if terms else np.zeros(0)
         total = float(weights.sum()) or 1.0
         return np.array([
             sum(w for t, w in zip(terms, weights, strict=True) if t in held) / total
-            for held in (set(lexical.tokenizer.passage_terms(s)) for s in sentences)
+            for held in (set(tokenizer.passage_terms(s)) for s in sentences)
         ])  # fmt: skip
 
     def _encoder(self, multilingual: bool) -> Encoder:
@@ -312,11 +318,11 @@ def _sigmoid(value: float) -> float:
 
 
 class _PoolTexts(Sequence[str]):
-    """The texts of a pool of passage rows, read from the index only when the ranking asks:
+    """The texts of a pool of passage rows, read from the store only when the ranking asks:
     most of the pool is ranked on its scores alone."""
 
-    def __init__(self, passages: Sequence[Passage], rows: Rows) -> None:
-        self._passages = passages
+    def __init__(self, store: SearchStore, rows: Rows) -> None:
+        self._store = store
         self._rows = rows
         self._read: dict[int, Passage] = {}
 
@@ -337,5 +343,5 @@ class _PoolTexts(Sequence[str]):
     def passage(self, position: int) -> Passage:
         """The passage at `position` in the pool."""
         if position not in self._read:
-            self._read[position] = self._passages[int(self._rows[position])]
+            self._read[position] = self._store.passage(int(self._rows[position]))
         return self._read[position]
