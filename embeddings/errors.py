@@ -37,3 +37,19 @@ class IndexBusyError(NewsqaError):
 
 class RerankerLoadError(NewsqaError):
     """The reranker model shipped with the package could not be loaded."""
+
+
+class DatabaseUnavailableError(NewsqaError):
+    """The database holding the index cannot be reached or refused the connection."""
+
+
+class SchemaVersionError(NewsqaError):
+    """The database holds the index in a schema version this newsqa cannot read."""
+
+
+class SchemaTooNewError(SchemaVersionError):
+    """The database's index was written by a newer newsqa."""
+
+
+class SchemaTooOldError(SchemaVersionError):
+    """The database's index was written by an older newsqa."""

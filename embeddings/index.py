@@ -269,9 +269,14 @@ class Index:
         return index
 
 
+# The BM25 parameters the product searches with (tuned by benchmarks/quality.py); the database
+# store scores with the same ones.
+BM25_K1, BM25_B = 0.9, 0.4
+
+
 def lexical_of(texts: Sequence[str]) -> LexicalIndex:
-    """The BM25 index the product searches (settings tuned by benchmarks/quality.py)."""
-    return LexicalIndex.build(texts, k1=0.9, b=0.4)
+    """The BM25 index the product searches."""
+    return LexicalIndex.build(texts, k1=BM25_K1, b=BM25_B)
 
 
 def top_k(scores: Vectors, k: int) -> list[int]:

@@ -305,8 +305,11 @@ def evaluate(
         results.append(searcher.search(query, k))
         return [hit.passage.id for hit in results[-1].hits]
 
+    index = searcher.index
+    if not isinstance(index, Index):  # the baselines read the index folder's own matrices
+        raise TypeError("judged sets are measured on an index folder")
     methods = [
-        *baselines(searcher.index, bm25 or plain_bm25(searcher.index)),
+        *baselines(index, bm25 or plain_bm25(index)),
         *variants,
         Method(DEFAULT_PIPELINE, default, baseline=False),
     ]

@@ -6,13 +6,15 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder, Vectors
+from tests.postgres_server import PostgresServer
+from tests.postgres_server import why_unavailable
 
 SEED_ARTICLES = Path(__file__).resolve().parent.parent / "data"
 SEED_ARTICLE = SEED_ARTICLES / "000_ff471cfb659f57e3.txt"
@@ -102,3 +104,26 @@ def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from embeddings.onnx_encoder import export_onnx
 
     return export_onnx(DEFAULT_MODEL, tmp_path_factory.mktemp("onnx") / "model")
+
+
+# --- PostgreSQL (the database tests) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server with pgvector for the session; skips without the wheel."""
+    reason = why_unavailable()
+    if reason:
+        pytest.skip(f"no PostgreSQL for these tests: {reason}")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new empty database (with pgvector) of the session's server."""
+    return postgres_server.create_database()

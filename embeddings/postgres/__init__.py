@@ -1,0 +1,53 @@
+"""The index in PostgreSQL with pgvector: a second store behind the same search.
+
+`schema` owns the tables and their version, `bm25` the keyword statistics and their scoring
+in SQL, `build` the incremental build (one transaction), `store` the reading side. This module
+connects, and turns the driver's failures into the library's errors. Needs the `postgres`
+extra (psycopg, psycopg-pool, pgvector); nothing else in the library imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from embeddings.errors import DatabaseUnavailableError
+
+# Seconds to wait for the server before saying it is down.
+CONNECT_TIMEOUT = 5
+
+
+def is_database_url(store: str) -> bool:
+    """Whether `--store` names a PostgreSQL database."""
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def describe(url: str) -> str:
+    """The database as host:port/name, never with its password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the given --store URL"
+    host, port = parts.get("host") or "localhost", parts.get("port") or "5432"
+    return f"{host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection (not autocommit: each block of work is one transaction)."""
+    with unavailable(url):
+        return psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT)
+
+
+@contextmanager
+def unavailable(url: str) -> Iterator[None]:
+    """Report a server that is down or refuses us as `DatabaseUnavailableError`."""
+    try:
+        yield
+    except psycopg.OperationalError as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = f"Cannot use the database at {describe(url)} ({reason})"
+        raise DatabaseUnavailableError(message) from error

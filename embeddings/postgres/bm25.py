@@ -1,0 +1,133 @@
+"""BM25 in PostgreSQL, scoring as `embeddings.lexical` does on bm25s.
+
+Full-text search's `ts_rank_cd` is not BM25 and ranks differently, so the statistics BM25
+needs are kept in tables instead: each term's document frequency (`newsqa_terms.df`), each
+passage's length and each term's count in it (`newsqa_postings`), and the passage count and
+total length (`newsqa_meta`). Text is cut into terms here, by the same `Tokenizer` as the
+index folder's, and a question is scored over its terms' postings only, with Lucene's BM25
+and the product's k1 and b. Adding or removing an article updates the counts it touches; no
+build rescores the rest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings.index import BM25_B, BM25_K1
+from embeddings.lexical import Tokenizer
+
+Connection = Any  # psycopg.Connection; kept loose so the SQL strings read as SQL
+
+Rows = npt.NDArray[np.intp]
+Scores = npt.NDArray[np.float32]
+
+_SCORE = """
+WITH corpus AS (
+    SELECT passages::float8 AS n, total_length::float8 / greatest(passages, 1) AS average
+    FROM newsqa_meta),
+query AS (
+    SELECT t.id, q.weight * ln(1 + (c.n - t.df + 0.5) / (t.df + 0.5)) AS idf
+    FROM unnest(%(terms)s::text[], %(weights)s::int[]) AS q(term, weight)
+    JOIN newsqa_terms AS t ON t.term = q.term
+    CROSS JOIN corpus AS c)
+SELECT p.passage,
+       sum(query.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / c.average)))
+           AS score
+FROM query
+JOIN newsqa_postings AS p ON p.term = query.id
+CROSS JOIN corpus AS c
+GROUP BY p.passage
+ORDER BY score DESC, p.passage
+LIMIT %(k)s
+"""
+
+
+def passage_terms(tokenizer: Tokenizer, text: str) -> Counter[str]:
+    """A passage's terms and their counts; an empty passage still holds one (empty) term, as
+    in the index folder, so the two agree on every passage length."""
+    return Counter(tokenizer.passage_terms(text) or [""])
+
+
+def shortlist(
+    connection: Connection, tokenizer: Tokenizer, question: str, k: int
+) -> tuple[Rows, Scores]:
+    """The `k` best passages for `question` by BM25, best first, and their scores.
+
+    A term asked twice counts twice, as in bm25s.
+    """
+    weights = Counter(tokenizer.question_terms(question))
+    if not weights or k <= 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
+    found = connection.execute(
+        _SCORE,
+        {"terms": list(weights), "weights": list(weights.values()), "k1": BM25_K1, "b": BM25_B,
+         "k": k},
+    ).fetchall()  # fmt: skip
+    rows = np.array([row for row, _ in found], dtype=np.intp)
+    return rows, np.array([score for _, score in found], dtype=np.float32)
+
+
+def idf(connection: Connection, terms: Sequence[str]) -> npt.NDArray[np.float64]:
+    """Each term's inverse document frequency, as `LexicalIndex.idf` computes it."""
+    found = connection.execute(
+        """SELECT coalesce(t.df, 0), (SELECT passages FROM newsqa_meta)
+           FROM unnest(%s::text[]) WITH ORDINALITY AS q(term, place)
+           LEFT JOIN newsqa_terms AS t ON t.term = q.term
+           ORDER BY q.place""",
+        (list(terms),),
+    ).fetchall()
+    if not found or not found[0][1]:
+        return np.zeros(len(terms))
+    frequency = np.array([df for df, _ in found], dtype=np.float64)
+    count = float(found[0][1])
+    return np.asarray(np.log(1.0 + (count - frequency + 0.5) / (frequency + 0.5)))
+
+
+def add(connection: Connection, passages: Sequence[tuple[int, Counter[str]]]) -> None:
+    """Record the terms of new passages (row, term counts) and raise their frequencies."""
+    vocabulary = sorted({term for _, counts in passages for term in counts})
+    if not vocabulary:
+        return
+    connection.execute(
+        """INSERT INTO newsqa_terms (term, df) SELECT unnest(%s::text[]), 0
+           ON CONFLICT (term) DO NOTHING""",
+        (vocabulary,),
+    )
+    ids = dict(
+        connection.execute(
+            "SELECT term, id FROM newsqa_terms WHERE term = ANY(%s)", (vocabulary,)
+        ).fetchall()
+    )
+    frequency: Counter[int] = Counter()
+    copy_sql = "COPY newsqa_postings (term, passage, tf, length) FROM STDIN (FORMAT BINARY)"
+    with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        copy.set_types(["int4", "int8", "int4", "int4"])
+        for row, counts in passages:
+            length = sum(counts.values())
+            for term, count in counts.items():
+                copy.write_row((ids[term], row, count, length))
+                frequency[ids[term]] += 1
+    connection.execute(
+        """UPDATE newsqa_terms AS t SET df = t.df + d.n
+           FROM unnest(%s::int[], %s::int[]) AS d(id, n) WHERE t.id = d.id""",
+        (list(frequency), list(frequency.values())),
+    )
+
+
+def remove(connection: Connection, articles: Sequence[int]) -> None:
+    """Lower the frequencies of the terms of these articles' passages (before they go)."""
+    connection.execute(
+        """UPDATE newsqa_terms AS t SET df = t.df - d.n
+           FROM (SELECT p.term, count(*) AS n
+                 FROM newsqa_postings AS p
+                 JOIN newsqa_passages AS s ON s.number = p.passage
+                 WHERE s.article = ANY(%s)
+                 GROUP BY p.term) AS d
+           WHERE t.id = d.term""",
+        (list(articles),),
+    )
