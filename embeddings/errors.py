@@ -53,3 +53,7 @@ class SchemaTooNewError(SchemaVersionError):
 
 class SchemaTooOldError(SchemaVersionError):
     """The database's index was written by an older newsqa."""
+
+
+class PostgresMissingError(NewsqaError):
+    """A database store was asked for without the packages that reach one."""

@@ -12,17 +12,22 @@ reads inside `snapshot()`, which the database store makes one consistent transac
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.articles import Article
+from embeddings.build import BuildReport
 from embeddings.catalog import ArticleEntry
-from embeddings.encoder import Vectors
+from embeddings.encoder import Encoder, Vectors
+from embeddings.errors import PostgresMissingError
 from embeddings.index import Index, current_generation
 from embeddings.lexical import Tokenizer
 from embeddings.passages import Passage
@@ -144,3 +149,49 @@ class FolderLocation:
 
     def current(self) -> str | None:
         return current_generation(self.path)
+
+
+def is_database_url(store: str) -> bool:
+    """Whether `store` names a PostgreSQL database (the only kind of `--store` so far)."""
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """The database URL for messages and logs: any password shown as ***."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    if parts.password is None and all(key != "password" for key, _ in query):
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    hidden = urlencode([(k, "***" if k == "password" else v) for k, v in query], safe="*/")
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{hidden}" if hidden else "")
+
+
+def location_of(index_dir: Path, store: str | None) -> StoreLocation:
+    """The database at `store` when given, else the index folder `index_dir`."""
+    if store is None:
+        return FolderLocation(index_dir)
+    location: StoreLocation = _postgres("store").DatabaseLocation(store)
+    return location
+
+
+def build_in_database(
+    articles: Sequence[Article], encoder: Encoder, store: str, *, progress: bool = False
+) -> BuildReport:
+    """Bring the index in the database at `store` up to date with `articles`."""
+    report: BuildReport = _postgres("build").build_database(
+        articles, encoder, store, progress=progress
+    )
+    return report
+
+
+def _postgres(module: str) -> Any:
+    """A module of `embeddings.postgres`, imported only when a database is asked for."""
+    try:
+        return importlib.import_module(f"embeddings.postgres.{module}")
+    except ImportError as error:
+        raise PostgresMissingError(
+            f"A PostgreSQL store needs packages that are not installed ({error.name})"
+        ) from error

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder, Vectors
-from tests.postgres_server import PostgresServer
-from tests.postgres_server import why_unavailable
+from tests.postgres_server import PostgresServer, why_unavailable
 
 SEED_ARTICLES = Path(__file__).resolve().parent.parent / "data"
 SEED_ARTICLE = SEED_ARTICLES / "000_ff471cfb659f57e3.txt"

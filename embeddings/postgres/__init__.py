@@ -13,27 +13,17 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from embeddings.errors import DatabaseUnavailableError
+from embeddings.stores import redact_url
 
 # Seconds to wait for the server before saying it is down.
 CONNECT_TIMEOUT = 5
 
 
-def is_database_url(store: str) -> bool:
-    """Whether `--store` names a PostgreSQL database."""
-    return store.startswith(("postgresql://", "postgres://"))
-
-
 def describe(url: str) -> str:
-    """The database as host:port/name, never with its password."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "the given --store URL"
-    host, port = parts.get("host") or "localhost", parts.get("port") or "5432"
-    return f"{host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+    """The database's URL without its password, for messages."""
+    return redact_url(url)
 
 
 def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:

@@ -122,7 +122,9 @@ class PostgresStore:
     @property
     def built_at(self) -> str:
         built = self._meta()[1]
-        return built.isoformat(timespec="seconds") if isinstance(built, dt.datetime) else ""
+        if not isinstance(built, dt.datetime):
+            return ""
+        return built.astimezone(dt.UTC).isoformat(timespec="seconds")
 
     @property
     def model(self) -> str:
