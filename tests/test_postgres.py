@@ -4,18 +4,32 @@ schema's version, hostile text, and a server that is down. Runs against a real s
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 pytest.importorskip("psycopg", reason="the database tests need the postgres extra")
 
+import psycopg
 
 from embeddings.articles import Article, read_articles
 from embeddings.build import build_index
+from embeddings.errors import (
+    DatabaseUnavailableError,
+    IndexBusyError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+)
 from embeddings.index import Index
-from embeddings.postgres.build import build_database
+from embeddings.postgres import bm25
+from embeddings.postgres.build import BUILD_LOCK, build_database
+from embeddings.postgres.schema import SCHEMA_VERSION, TABLES
 from embeddings.postgres.store import PostgresStore
 from embeddings.search import Searcher
 from tests.conftest import FakeEncoder, write_article
@@ -72,3 +86,212 @@ def test_database_answers_as_the_index_folder(
         expected, found = _answers(folder, question), _answers(database, question)
         assert [hit[0] for hit in found] == [hit[0] for hit in expected], question
         assert np.allclose([h[1:] for h in found], [h[1:] for h in expected], atol=1e-5)
+
+
+@pytest.fixture(autouse=True)
+def _close_stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every store a test opens (each holds a pool of connections and its threads)."""
+    opened: list[PostgresStore] = []
+    original = PostgresStore.open.__func__  # type: ignore[attr-defined]
+
+    def open_and_keep(cls: type[PostgresStore], url: str, **options: Any) -> PostgresStore:
+        store: PostgresStore = original(cls, url, **options)
+        opened.append(store)
+        return store
+
+    monkeypatch.setattr(PostgresStore, "open", classmethod(open_and_keep))
+    yield
+    for store in opened:
+        store.close()
+
+
+def _store(url: str, encoder: FakeEncoder) -> PostgresStore:
+    return PostgresStore.open(url, model=encoder.name)
+
+
+def test_unchanged_articles_are_not_embedded_again(
+    data_dir: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """A second build of the same articles embeds nothing and writes nothing."""
+    articles = _articles(data_dir)
+    first = build_database(articles, encoder, database_url)
+    again = FakeEncoder()
+    second = build_database(articles, again, database_url)
+    assert first.written and first.embedded == first.passages
+    assert (second.written, second.embedded, again.embedded_passages) == (False, 0, 0)
+    assert second.reused == first.passages
+    assert _store(database_url, encoder).generation == "1"
+
+
+def test_changed_article_alone_is_embedded_and_deleted_one_dropped(
+    data_dir: Path, tmp_path: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """Only the changed and new articles are embedded, a deleted one is dropped, and BM25's
+    counts then match those of a fresh index folder of the same articles."""
+    build_database(_articles(data_dir), encoder, database_url)
+    (data_dir / "rain.txt").unlink()
+    write_article(
+        data_dir, "match.txt", "Local team wins the cup",
+        "The visiting team lost the cup final after extra time in a packed stadium on Sunday.",
+        date="2024-06-10",
+    )  # fmt: skip
+    write_article(data_dir, "snow.txt", "Snow closes the pass", "Snow closed the mountain pass.")
+    articles = read_articles(data_dir).articles
+    later = FakeEncoder()
+    report = build_database(articles, later, database_url)
+    embedded = {text.split("\n")[0] for batch in later.passage_batches for text in batch}
+    assert embedded == {"Local team wins the cup", "Snow closes the pass"}
+    assert report.removed_articles == 1
+    store = _store(database_url, encoder)
+    assert store.article_passages("rain") == []
+    assert store.article_count() == len(articles) and store.generation == "2"
+    build_index(articles, encoder, tmp_path / "index")
+    folder = Index.load(tmp_path / "index")
+    assert len(store) == len(folder)
+    for question in ["valley rain", "cup final team stadium", "press conference", "snow pass"]:
+        assert _lexical(store, question) == pytest.approx(_lexical(folder, question), rel=1e-5)
+        terms = folder.tokenizer.question_terms(question)
+        assert np.allclose(store.idf(terms), folder.idf(terms))
+
+
+def _lexical(store: PostgresStore | Index, question: str) -> dict[str, float]:
+    """Passage id -> BM25 score of the shortlist for `question`."""
+    rows, scores = store.lexical_nearest(question, 100)
+    return {store.passage(int(r)).id: float(s) for r, s in zip(rows, scores, strict=True)}
+
+
+def test_failed_build_leaves_the_previous_build_whole(
+    data_dir: Path, database_url: str, encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build that fails after writing part of its rows is rolled back entirely."""
+    build_database(_articles(data_dir), encoder, database_url)
+    before = _answers(Searcher(_store(database_url, encoder), encoder), QUESTIONS[1])
+    write_article(data_dir, "snow.txt", "Snow closes the pass", "Snow closed the mountain pass.")
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(bm25, "add", fail)  # after the articles and passages are inserted
+    with pytest.raises(RuntimeError):
+        build_database(read_articles(data_dir).articles, FakeEncoder(), database_url)
+    store = _store(database_url, encoder)
+    assert store.generation == "1" and store.article_passages("snow") == []
+    assert _answers(Searcher(store, encoder), QUESTIONS[1]) == before
+
+
+def test_second_build_at_the_same_time_is_refused(
+    data_dir: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """While one build holds the database, another is refused at once, not queued."""
+    articles = _articles(data_dir)
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (BUILD_LOCK,))
+        with pytest.raises(IndexBusyError, match="Another build is writing"):
+            build_database(articles, encoder, database_url)
+
+
+@pytest.mark.parametrize(
+    ("version", "error", "words"),
+    [(99, SchemaTooNewError, "schema version 99, newer than"),
+     (0, SchemaTooOldError, "schema version 0, older than")],
+)  # fmt: skip
+def test_other_schema_version_is_refused(
+    data_dir: Path,
+    database_url: str,
+    encoder: FakeEncoder,
+    version: int,
+    error: type[Exception],
+    words: str,
+) -> None:
+    """A reader refuses a schema it does not know, naming the version; so does a build of a
+    newer one, while a build upgrades an older one (rebuilding it from the articles)."""
+    articles = _articles(data_dir)
+    build_database(articles, encoder, database_url)
+    with psycopg.connect(database_url) as connection:
+        connection.execute("UPDATE newsqa_schema_version SET version = %s", (version,))
+    with pytest.raises(error, match=words):
+        _store(database_url, encoder)
+    if version > SCHEMA_VERSION:
+        with pytest.raises(error, match=words):
+            build_database(articles, encoder, database_url)
+    else:
+        assert build_database(articles, encoder, database_url).written
+        assert len(_store(database_url, encoder)) > 0
+
+
+def test_sql_in_questions_and_articles_is_only_text(
+    data_dir: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """Quotes, semicolons and SQL in article text and in questions are stored and searched as
+    text: every table is still there and the hostile passage is quoted back verbatim."""
+    hostile = 'Robert\'); DROP TABLE newsqa_passages; -- said the \\ backslash "quoted" %s %(k)s'
+    write_article(data_dir, "x'; DELETE FROM newsqa_articles; --.txt", "O'Brien's; DROP TABLE x",
+                  hostile + " and he repeated the table words several times for good measure.")  # fmt: skip
+    articles = read_articles(data_dir).articles
+    build_database(articles, encoder, database_url)
+    searcher = Searcher(_store(database_url, encoder), encoder)
+    questions = ["'; DROP TABLE newsqa_terms; --", "Robert'); DROP TABLE newsqa_passages; --",
+                 "%s %(k)s \\ \" ' ;", "1' OR '1'='1"]  # fmt: skip
+    for question in questions:
+        hits = searcher.search(searcher.encode_question(question), 5).hits
+        assert any(hit.passage.text.startswith(hostile) for hit in hits), question
+    assert _store(database_url, encoder).article_count() == len(articles)
+    with psycopg.connect(database_url) as connection:
+        for table in TABLES:
+            found = connection.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+            assert found is not None and found[0] is not None, table
+
+
+def test_database_that_is_down_is_one_clear_sentence(data_dir: Path, encoder: FakeEncoder) -> None:
+    """No server at the URL: the library says which database it could not use (never with
+    its password), for building and for reading alike."""
+    url = f"postgresql://newsqa:secret@127.0.0.1:{_closed_port()}/news"
+    for attempt in (lambda: _store(url, encoder),
+                    lambda: build_database(_articles(data_dir), encoder, url)):  # fmt: skip
+        with pytest.raises(DatabaseUnavailableError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert message.startswith("Cannot use the database at postgresql://newsqa:***@127.0.0.1")
+        assert "secret" not in message and "\n" not in message
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_dense_shortlist_is_not_capped_by_ef_search(
+    tmp_path: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """pgvector's HNSW returns at most `hnsw.ef_search` rows (40 by default): the store asks
+    for the shortlist's depth, every time, also once the driver prepares its statements."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    words = [f"word{i}" for i in range(60)]
+    for number in range(70):
+        picked = [words[(number * 7 + i * 11) % 60] for i in range(14)]
+        write_article(folder, f"{number}.txt", f"Article {number}", " ".join(picked),
+                      " ".join(reversed(picked)) + " again")  # fmt: skip
+    build_database(read_articles(folder).articles, encoder, database_url)
+    store = _store(database_url, encoder)
+    assert len(store) == 140
+    query = encoder.encode_queries(["word1 word2 word3"])[0]
+    for _ in range(10):
+        rows, cosines = store.nearest(query, 100)
+        assert len(set(rows.tolist())) == 100 and np.all(np.diff(cosines) <= 1e-6)
+
+
+def test_index_built_with_another_model_is_refused(
+    data_dir: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """Asking with another model than the one the database was built with is an error."""
+    build_database(_articles(data_dir), encoder, database_url)
+    with pytest.raises(ModelMismatchError, match="was built with 'fake-encoder', not 'other'"):
+        PostgresStore.open(database_url, model="other")
+
+
+def test_empty_database_has_no_index(database_url: str, encoder: FakeEncoder) -> None:
+    """A database no build has written to holds no index."""
+    with pytest.raises(IndexNotFoundError, match="No index in the database at postgresql://"):
+        _store(database_url, encoder)
