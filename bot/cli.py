@@ -106,6 +106,12 @@ def _store_url(context: click.Context, parameter: click.Parameter, value: str | 
     return value
 
 
+def question_encoder(model: str, backend: str, index_dir: Path, store: str | None) -> Encoder:
+    """The encoder that reads questions. With --store the index folder holds only the model's
+    ONNX export, so a missing one is made here rather than taken for a missing index."""
+    return make_encoder(model, backend, index_dir, export=store is not None)
+
+
 def where(index_dir: Path, store: str | None) -> str:
     """Where the index is, for messages (never with a database password)."""
     return f"the database {redact_url(store)}" if store else str(index_dir)
@@ -294,7 +300,7 @@ def ask(
     with reported_errors(data_dir, model, store):
         searcher = open_searcher(
             location_of(index_dir, store),
-            make_encoder(model, backend, index_dir),
+            question_encoder(model, backend, index_dir, store),
             DecisionSettings.pop(decision),
         )
         for text in _stdin_questions() if question == "-" else [question]:
@@ -330,7 +336,7 @@ def chat(
 ) -> None:
     """Ask questions in the terminal, one per line (Ctrl-D to quit)."""
     with reported_errors(data_dir, model, store):
-        encoder = make_encoder(model, backend, index_dir)
+        encoder = question_encoder(model, backend, index_dir, store)
         location = location_of(index_dir, store)
         converse(open_searcher(location, encoder, DecisionSettings.pop(decision)), k)
 
@@ -429,7 +435,7 @@ def bot_command(
         raise click.ClickException("No bot token; set TELEGRAM_BOT_TOKEN or pass --token")
     with reported_errors(data_dir, model, store):
         decision = DecisionSettings.pop(settings)
-        encoder = make_encoder(model, backend, index_dir)
+        encoder = question_encoder(model, backend, index_dir, store)
         serve(token, location_of(index_dir, store), encoder, decision, BotSettings(**settings))
 
 

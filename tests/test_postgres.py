@@ -4,6 +4,7 @@ schema's version, hostile text, and a server that is down. Runs against a real s
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,10 @@ import pytest
 pytest.importorskip("psycopg", reason="the database tests need the postgres extra")
 
 import psycopg
+from click.testing import CliRunner
 
+from bot import cli
+from bot.cli import main
 from embeddings.articles import Article, read_articles
 from embeddings.build import build_index
 from embeddings.errors import (
@@ -295,3 +299,91 @@ def test_empty_database_has_no_index(database_url: str, encoder: FakeEncoder) ->
     """A database no build has written to holds no index."""
     with pytest.raises(IndexNotFoundError, match="No index in the database at postgresql://"):
         _store(database_url, encoder)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands embed with the fake encoder (under the name they ask for)."""
+
+    def make(model: str, backend: str, index_dir: Path, *, export: bool = False) -> FakeEncoder:
+        return FakeEncoder(model)
+
+    monkeypatch.setattr(cli, "make_encoder", make)
+
+
+@pytest.mark.usefixtures("fake_model")
+def test_commands_build_and_answer_from_the_database_as_from_the_folder(
+    data_dir: Path, tmp_path: Path, database_url: str
+) -> None:
+    """`newsqa index --store` then `newsqa ask --store --json` gives the answers that the same
+    commands give with an index folder; a second build reports nothing to do."""
+    _articles(data_dir)
+    folder = ["--index", str(tmp_path / "index")]
+    database = ["--store", database_url]
+    outputs = {}
+    for place in (folder, database):
+        code, output = _invoke("index", "--data", str(data_dir), *place)
+        assert code == 0 and "3 articles into" in output, output
+        code, output = _invoke("ask", "--json", "-k", "5", "Which team won the cup?", *place)
+        assert code == 0, output
+        outputs[place[0]] = json.loads(output)
+    found, expected = outputs["--store"], outputs["--index"]
+    assert [h["passage_id"] for h in found["hits"]] == [h["passage_id"] for h in expected["hits"]]
+    assert found["answered"] == expected["answered"]
+    assert [h["sentence"] for h in found["hits"]] == [h["sentence"] for h in expected["hits"]]
+    code, output = _invoke("index", "--data", str(data_dir), *database)
+    assert code == 0 and output.startswith(f"Index at the database {database_url} is up to date")
+
+
+def _down(tmp_path: Path) -> str:
+    return f"postgresql://newsqa:secret@127.0.0.1:{_closed_port()}/news"
+
+
+CLI_ERRORS = [
+    # (arguments, the one-line error's words); {url} is a database, {down} one that is down
+    (["ask", "q", "--store", "{down}"],
+     "Error: Cannot use the database at postgresql://newsqa:***@127.0.0.1:"),
+    (["ask", "q", "--store", "{down}"], "start PostgreSQL there, or point --store (NEWSQA_STORE)"),
+    (["index", "--data", "{data}", "--store", "{down}"], "; start PostgreSQL there"),
+    (["ask", "q", "--store", "{url}"],
+     "No index in the database at {url}; build one with: newsqa index --data data --store {url}"),
+    (["ask", "q", "--store", "/var/lib/index"], "'/var/lib/index' is not a postgresql:// URL"),
+    (["index", "--multilingual", "--store", "{url}"], "--multilingual needs an index folder"),
+]  # fmt: skip
+
+
+@pytest.mark.usefixtures("fake_model")
+@pytest.mark.parametrize(("arguments", "words"), CLI_ERRORS)
+def test_store_errors_are_one_sentence_naming_the_fix(
+    arguments: list[str], words: str, data_dir: Path, tmp_path: Path, database_url: str
+) -> None:
+    """Each failure is one line that names the fix, and never shows the password."""
+    values = {"down": _down(tmp_path), "url": database_url, "data": str(data_dir)}
+    code, output = _invoke(*[argument.format(**values) for argument in arguments])
+    [error] = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert code != 0 and words.format(**values) in error, output
+    assert "secret" not in output
+
+
+def test_schema_mismatch_names_the_fix_in_the_command_line(
+    data_dir: Path, database_url: str, fake_model: None
+) -> None:
+    """A newer schema than this newsqa reads is refused with the upgrade to make."""
+    _articles(data_dir)
+    _invoke("index", "--data", str(data_dir), "--store", database_url)
+    with psycopg.connect(database_url) as connection:
+        connection.execute("UPDATE newsqa_schema_version SET version = 2")
+    code, output = _invoke("ask", "q", "--store", database_url)
+    assert code == 1
+    assert output.strip().endswith(
+        "newer than the 1 this newsqa reads; read it with the newer newsqa that wrote it, or "
+        "upgrade this one (pip install -U newsqa)"
+    ), output
