@@ -32,6 +32,7 @@ from embeddings.errors import (
 )
 from embeddings.index import Index
 from embeddings.postgres import bm25
+from embeddings.postgres import store as store_module
 from embeddings.postgres.build import BUILD_LOCK, build_database
 from embeddings.postgres.schema import SCHEMA_VERSION, TABLES
 from embeddings.postgres.store import PostgresStore
@@ -265,11 +266,18 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.parametrize("exact_rows", [0, store_module.EXACT_ROWS])
 def test_dense_shortlist_is_not_capped_by_ef_search(
-    tmp_path: Path, database_url: str, encoder: FakeEncoder
+    tmp_path: Path,
+    database_url: str,
+    encoder: FakeEncoder,
+    monkeypatch: pytest.MonkeyPatch,
+    exact_rows: int,
 ) -> None:
     """pgvector's HNSW returns at most `hnsw.ef_search` rows (40 by default): the store asks
-    for the shortlist's depth, every time, also once the driver prepares its statements."""
+    for the shortlist's depth, every time, also once the driver prepares its statements; and
+    a small index is read exactly, as the index folder reads it."""
+    monkeypatch.setattr(store_module, "EXACT_ROWS", exact_rows)
     folder = tmp_path / "many"
     folder.mkdir()
     words = [f"word{i}" for i in range(60)]
@@ -284,6 +292,10 @@ def test_dense_shortlist_is_not_capped_by_ef_search(
     for _ in range(10):
         rows, cosines = store.nearest(query, 100)
         assert len(set(rows.tolist())) == 100 and np.all(np.diff(cosines) <= 1e-6)
+    if exact_rows:
+        build_index(read_articles(folder).articles, encoder, tmp_path / "index")
+        expected = Index.load(tmp_path / "index").nearest(query, 100)[1]
+        assert np.allclose(cosines, expected, atol=1e-6)
 
 
 def test_index_built_with_another_model_is_refused(

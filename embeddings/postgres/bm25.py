@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, LiteralString
 
 import numpy as np
 import numpy.typing as npt
@@ -26,21 +26,16 @@ Connection = Any  # psycopg.Connection; kept loose so the SQL strings read as SQ
 Rows = npt.NDArray[np.intp]
 Scores = npt.NDArray[np.float32]
 
-_SCORE = """
-WITH corpus AS (
-    SELECT passages::float8 AS n, total_length::float8 / greatest(passages, 1) AS average
-    FROM newsqa_meta),
-query AS (
-    SELECT t.id, q.weight * ln(1 + (c.n - t.df + 0.5) / (t.df + 0.5)) AS idf
-    FROM unnest(%(terms)s::text[], %(weights)s::int[]) AS q(term, weight)
-    JOIN newsqa_terms AS t ON t.term = q.term
-    CROSS JOIN corpus AS c)
+# The corpus's passage count and mean length come in as parameters: joined in from
+# newsqa_meta, they made the planner misjudge the row counts and hash every posting.
+_SCORE: LiteralString = """
 SELECT p.passage,
-       sum(query.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / c.average)))
+       sum(q.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(average)s)))
            AS score
-FROM query
-JOIN newsqa_postings AS p ON p.term = query.id
-CROSS JOIN corpus AS c
+FROM (SELECT t.id, q.weight * ln(1 + (%(n)s - t.df + 0.5) / (t.df::float8 + 0.5)) AS idf
+      FROM unnest(%(terms)s::text[], %(weights)s::int[]) AS q(term, weight)
+      JOIN newsqa_terms AS t ON t.term = q.term) AS q
+JOIN newsqa_postings AS p ON p.term = q.id
 GROUP BY p.passage
 ORDER BY score DESC, p.passage
 LIMIT %(k)s
@@ -63,11 +58,15 @@ def shortlist(
     weights = Counter(tokenizer.question_terms(question))
     if not weights or k <= 0:
         return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
-    found = connection.execute(
-        _SCORE,
-        {"terms": list(weights), "weights": list(weights.values()), "k1": BM25_K1, "b": BM25_B,
-         "k": k},
-    ).fetchall()  # fmt: skip
+    corpus = connection.execute("SELECT passages, total_length FROM newsqa_meta").fetchone()
+    if corpus is None or not corpus[0]:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
+    parameters = {
+        "terms": list(weights), "weights": list(weights.values()), "k1": BM25_K1, "b": BM25_B,
+        "n": float(corpus[0]), "average": corpus[1] / corpus[0], "k": k,
+    }  # fmt: skip
+    # Planned afresh each time: a prepared (generic) plan cannot see which terms are asked.
+    found = connection.execute(_SCORE, parameters, prepare=False).fetchall()
     rows = np.array([row for row, _ in found], dtype=np.intp)
     return rows, np.array([score for _, score in found], dtype=np.float32)
 

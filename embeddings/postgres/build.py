@@ -132,6 +132,9 @@ def _write(connection: Connection, plan: _Plan, vectors: Vectors, model: str) ->
     length = _insert_passages(connection, plan, numbers, vectors, tokenizer)
     change = (len(plan.passages) - removed[0], length - removed[1])
     _record_build(connection, model, vectors, tokenizer, change)
+    # Fresh statistics, so the planner scores BM25 from each asked term's postings alone.
+    connection.execute("ANALYZE newsqa_meta, newsqa_articles, newsqa_passages, newsqa_terms, "
+                       "newsqa_postings")  # fmt: skip
 
 
 def _drop_articles(connection: Connection, numbers: list[int]) -> tuple[int, int]:
