@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,19 +209,20 @@ def _answers_table(articles: int, passages: int, builds: tuple[float, float], c:
 
 
 class _RandomEncoder:
-    """Random unit vectors and word-count tokens: a big synthetic index without a model."""
+    """Random unit vectors, the same for the same text (both stores get the same), and
+    word-count tokens: a big synthetic index without a model."""
 
     name = "synthetic"
     max_tokens = 256
-
-    def __init__(self, seed: int) -> None:
-        self._random = np.random.default_rng(seed)
 
     def count_tokens(self, text: str) -> int:
         return text.count(" ") + 3
 
     def encode_passages(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
-        vectors: Vectors = self._random.standard_normal((len(texts), 384), dtype=np.float32)
+        vectors = np.stack([
+            np.random.default_rng(zlib.crc32(text.encode())).standard_normal(384)
+            for text in texts
+        ]).astype(np.float32)  # fmt: skip
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors
 
@@ -243,10 +245,10 @@ def _synthetic_articles(size: int) -> list[Article]:
 
 def _size(size: int, cache: Path, url: str) -> str:
     articles = _synthetic_articles(size)
-    stores, builds = _build_both(articles, _RandomEncoder(0), cache / "index-store-size", url)
-    searchers = [Searcher(store, _RandomEncoder(0)) for store in stores]
+    stores, builds = _build_both(articles, _RandomEncoder(), cache / "index-store-size", url)
+    searchers = [Searcher(store, _RandomEncoder()) for store in stores]
     texts = [" ".join(a.text.split()[3:9]) for a in articles[:: max(1, len(articles) // 200)]]
-    compared = _compare(searchers, texts, _RandomEncoder(2))
+    compared = _compare(searchers, texts, _RandomEncoder())
     stores[1].close()
     return "\n".join([
         f"## {len(stores[0])} synthetic passages (random vectors, no model, reranker off)\n",

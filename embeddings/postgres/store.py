@@ -232,7 +232,8 @@ class PostgresStore:
 
     def _by_number(self, query: Any, numbers: Rows) -> dict[int, Any]:
         with self._connection() as connection:
-            found = connection.execute(query, ([int(n) for n in numbers],)).fetchall()
+            # Binary: a vector parsed from text costs a millisecond per hundred.
+            found = connection.execute(query, ([int(n) for n in numbers],), binary=True).fetchall()
         return {int(number): value for number, value in found}
 
     def article_count(self) -> int:
