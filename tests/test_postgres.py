@@ -4,11 +4,12 @@ schema's version, hostile text, and a server that is down. Runs against a real s
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -20,8 +21,10 @@ from click.testing import CliRunner
 
 from bot import cli
 from bot.cli import main
+from bot.service import QAService
 from embeddings.articles import Article, read_articles
 from embeddings.build import build_index
+from embeddings.decision import Thresholds
 from embeddings.errors import (
     DatabaseUnavailableError,
     IndexBusyError,
@@ -35,7 +38,7 @@ from embeddings.postgres import bm25
 from embeddings.postgres import store as store_module
 from embeddings.postgres.build import BUILD_LOCK, build_database
 from embeddings.postgres.schema import SCHEMA_VERSION, TABLES
-from embeddings.postgres.store import PostgresStore
+from embeddings.postgres.store import DatabaseLocation, PostgresStore
 from embeddings.search import Searcher
 from tests.conftest import FakeEncoder, write_article
 
@@ -353,6 +356,8 @@ def test_commands_build_and_answer_from_the_database_as_from_the_folder(
     assert [h["sentence"] for h in found["hits"]] == [h["sentence"] for h in expected["hits"]]
     code, output = _invoke("index", "--data", str(data_dir), *database)
     assert code == 0 and output.startswith(f"Index at the database {database_url} is up to date")
+    code, output = _invoke("check", *database)
+    assert code == 0 and "is whole: 11 passages, build 1." in output, output
 
 
 def _down(tmp_path: Path) -> str:
@@ -399,3 +404,24 @@ def test_schema_mismatch_names_the_fix_in_the_command_line(
         "newer than the 1 this newsqa reads; read it with the newer newsqa that wrote it, or "
         "upgrade this one (pip install -U newsqa)"
     ), output
+
+
+def test_bot_service_reads_each_new_build_without_reopening(
+    data_dir: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """The bot's service over the database: /about's facts come from it, and an article added
+    by a build while the bot runs is found by the next question, with no reload."""
+    build_database(_articles(data_dir), encoder, database_url)
+    service = QAService(DatabaseLocation(database_url), encoder, thresholds=Thresholds(cosine=0.0))
+    stats = service.stats()
+    assert (stats.articles, stats.passages, stats.model) == (3, len(service.index), encoder.name)
+    assert stats.built_at.endswith("+00:00") and len(stats.examples) == 3
+    assert (stats.first_date, stats.last_date) == (dt.date(2023, 7, 9), dt.date(2024, 6, 10))
+    write_article(data_dir, "snow.txt", "Snow closes the pass",
+                  "Snow closed the mountain pass to lorries and buses for the whole weekend.")  # fmt: skip
+    build_database(read_articles(data_dir).articles, encoder, database_url)
+    assert not service.reload_if_changed()
+    ranking = service._rank("Which mountain pass did the snow close?")
+    assert ranking.hits[0].passage.article_id == "snow"
+    assert service.article(ranking.hits[0].passage)[0].title == "Snow closes the pass"
+    cast(PostgresStore, service.index).close()
