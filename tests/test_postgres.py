@@ -9,7 +9,6 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -41,6 +40,7 @@ from embeddings.postgres.schema import SCHEMA_VERSION, TABLES
 from embeddings.postgres.store import DatabaseLocation, PostgresStore
 from embeddings.search import Searcher
 from tests.conftest import FakeEncoder, write_article
+from tests.postgres_server import PostgresServer
 
 QUESTIONS = [
     "Who held the press conference about the plenary session?",
@@ -76,7 +76,7 @@ def _both(
     build_index(articles, encoder, tmp_path / "index")
     build_database(articles, encoder, url)
     folder = Index.load(tmp_path / "index", model=encoder.name)
-    database = PostgresStore.open(url, model=encoder.name)
+    database = _store(url, encoder)
     return Searcher(folder, encoder), Searcher(database, encoder)
 
 
@@ -96,25 +96,21 @@ def test_database_answers_as_the_index_folder(
         assert np.allclose([h[1:] for h in found], [h[1:] for h in expected], atol=1e-5)
 
 
+_OPENED: list[PostgresStore] = []
+
+
 @pytest.fixture(autouse=True)
-def _close_stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Close every store a test opens (each holds a pool of connections and its threads)."""
-    opened: list[PostgresStore] = []
-    original = PostgresStore.open.__func__  # type: ignore[attr-defined]
-
-    def open_and_keep(cls: type[PostgresStore], url: str, **options: Any) -> PostgresStore:
-        store: PostgresStore = original(cls, url, **options)
-        opened.append(store)
-        return store
-
-    monkeypatch.setattr(PostgresStore, "open", classmethod(open_and_keep))
+def _close_stores() -> Iterator[None]:
+    """Close the stores a test opened with `_store` (each holds its connections)."""
     yield
-    for store in opened:
-        store.close()
+    while _OPENED:
+        _OPENED.pop().close()
 
 
 def _store(url: str, encoder: FakeEncoder) -> PostgresStore:
-    return PostgresStore.open(url, model=encoder.name)
+    store = PostgresStore.open(url, model=encoder.name)
+    _OPENED.append(store)
+    return store
 
 
 def test_unchanged_articles_are_not_embedded_again(
@@ -424,4 +420,45 @@ def test_bot_service_reads_each_new_build_without_reopening(
     ranking = service._rank("Which mountain pass did the snow close?")
     assert ranking.hits[0].passage.article_id == "snow"
     assert service.article(ranking.hits[0].passage)[0].title == "Snow closes the pass"
-    cast(PostgresStore, service.index).close()
+
+
+def test_text_the_database_cannot_hold_is_stored_without_it(
+    tmp_path: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """A NUL character (which PostgreSQL text cannot hold) is left out of what is stored, and
+    an article id given twice is stored once: the build goes through either way."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    lines = [
+        {"id": "nul", "title": "Null\u0000 title", "text": "A text with a \u0000 null in it."},
+        {"id": "twice", "title": "First", "text": "The first article with this id."},
+        {"id": "twice", "title": "Second", "text": "The second article with this id."},
+    ]
+    (folder / "odd.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    articles = read_articles(folder).articles
+    assert build_database(articles, encoder, database_url).written
+    store = _store(database_url, encoder)
+    [passage] = store.article_passages("odd#nul")
+    assert (passage.title, passage.text) == ("Null title", "A text with a  null in it.")
+    assert [p.title for p in store.article_passages("odd#twice")] == ["First"]
+
+
+def test_server_going_down_while_answering_is_one_clear_sentence_until_it_is_back(
+    data_dir: Path, encoder: FakeEncoder, postgres_server: PostgresServer
+) -> None:
+    """A server that stops under a running store: each question fails with one sentence naming
+    the database, and answers come back by themselves once the server is up again."""
+    server = PostgresServer()  # its own, so stopping it stops nothing else
+    try:
+        server.start()
+        url = server.create_database()
+        build_database(_articles(data_dir), encoder, url)
+        searcher = Searcher(_store(url, encoder), encoder)
+        expected = _answers(searcher, QUESTIONS[2])
+        server.pause()
+        with pytest.raises(DatabaseUnavailableError, match=r"^Cannot use the database at "):
+            _answers(searcher, QUESTIONS[2])
+        server.resume()
+        assert _answers(searcher, QUESTIONS[2]) == expected
+    finally:
+        server.stop()

@@ -3,7 +3,7 @@
 `schema` owns the tables and their version, `bm25` the keyword statistics and their scoring
 in SQL, `build` the incremental build (one transaction), `store` the reading side. This module
 connects, and turns the driver's failures into the library's errors. Needs the `postgres`
-extra (psycopg, psycopg-pool, pgvector); nothing else in the library imports it.
+extra (psycopg, pgvector); nothing else in the library imports it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,8 @@ Connection = schema.Connection
 
 # The advisory lock every build takes (any fixed number; this one spells "newsqa").
 BUILD_LOCK = 0x6E6577737161
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,7 +105,12 @@ def _plan(
     plan = _Plan()
     given = {article.id for article in articles}
     plan.drop = [number for article_id, (number, _, _) in known.items() if article_id not in given]
+    seen: set[str] = set()
     for article in articles:
+        if article.id in seen:  # the database holds one article per id
+            log.warning("Article %s appears twice; the database keeps the first", article.id)
+            continue
+        seen.add(article.id)
         old = known.get(article.id)
         if old is not None and old[1] == article.content_hash:
             plan.kept += old[2]
@@ -161,14 +169,19 @@ def _insert_articles(connection: Connection, plan: _Plan, vectors: Vectors) -> d
             mean = _mean(vectors[start : start + len(passages)], vectors.shape[1])
             start += len(passages)
             copy.write_row((
-                article.id, article.content_hash, article.title, article.date, article.source,
-                article.url, mean,
+                _text(article.id), article.content_hash, _text(article.title), article.date,
+                _text(article.source), article.url and _text(article.url), mean,
             ))  # fmt: skip
-    ids = [article.id for article, _ in plan.add]
+    ids = [_text(article.id) for article, _ in plan.add]
     found = connection.execute(
         "SELECT id, number FROM newsqa_articles WHERE id = ANY(%s)", (ids,)
     ).fetchall()
     return {str(article_id): int(number) for article_id, number in found}
+
+
+def _text(value: str) -> str:
+    """`value` as PostgreSQL can store it: text there cannot hold NUL characters."""
+    return value.replace("\x00", "")
 
 
 def _mean(vectors: Vectors, dimension: int) -> Vectors:
@@ -197,16 +210,16 @@ def _insert_passages(
         for passage, counts, vector in zip(passages, terms, vectors, strict=True):
             length = sum(counts.values())
             copy.write_row((
-                numbers[passage.article_id], passage.ordinal, passage.id, passage.text, length,
-                vector,
+                numbers[_text(passage.article_id)], passage.ordinal, _text(passage.id),
+                _text(passage.text), length, vector,
             ))  # fmt: skip
+    ids = [_text(p.id) for p in passages]
     rows = dict(
         connection.execute(
-            "SELECT id, number FROM newsqa_passages WHERE id = ANY(%s)",
-            ([p.id for p in passages],),
+            "SELECT id, number FROM newsqa_passages WHERE id = ANY(%s)", (ids,)
         ).fetchall()
     )
-    bm25.add(connection, [(int(rows[p.id]), c) for p, c in zip(passages, terms, strict=True)])
+    bm25.add(connection, [(int(rows[i]), c) for i, c in zip(ids, terms, strict=True)])
     return sum(sum(counts.values()) for counts in terms)
 
 

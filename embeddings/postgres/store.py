@@ -1,4 +1,4 @@
-"""Reading the index in PostgreSQL: `SearchStore` over a pool of connections.
+"""Reading the index in PostgreSQL: `SearchStore` over one connection per thread.
 
 Each read is a transaction of its own, except inside `snapshot()`, where a question's reads
 share one repeatable-read transaction on the thread's connection, so they all see one build.
@@ -18,14 +18,13 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg_pool import ConnectionPool
 
 from embeddings.catalog import ArticleEntry
 from embeddings.encoder import Vectors
 from embeddings.errors import IndexNotFoundError, ModelMismatchError
 from embeddings.lexical import Tokenizer
 from embeddings.passages import Passage
-from embeddings.postgres import CONNECT_TIMEOUT, bm25, connect, describe, schema, unavailable
+from embeddings.postgres import bm25, connect, describe, schema, unavailable
 
 Rows = npt.NDArray[np.intp]
 Scores = npt.NDArray[np.float32]
@@ -38,8 +37,6 @@ MAX_EF_SEARCH = 1000
 # Up to this many passages the nearest are found by reading every vector instead (10 ms at
 # 10,000): exact, as the index folder's answers are at that size.
 EXACT_ROWS = 20_000
-POOL_SIZE = 4
-
 _NEAREST: LiteralString = """SELECT number, -(vector <#> %(q)s) FROM newsqa_passages
                               ORDER BY vector <#> %(q)s LIMIT %(k)s"""
 # "+ 0" orders by an expression the HNSW index cannot serve: every vector is read.
@@ -50,13 +47,13 @@ _PASSAGE = """SELECT p.id, a.id, p.ordinal, a.title, a.date, a.source, p.text, a
 
 
 class PostgresStore:
-    """The index in a PostgreSQL database, read through a small pool of connections."""
+    """The index in a PostgreSQL database, read through one connection per thread."""
 
-    def __init__(self, url: str, model: str, tokenizer: Tokenizer, pool: ConnectionPool[Any]):
+    def __init__(self, url: str, model: str, tokenizer: Tokenizer):
         self.url = url
         self._model = model
         self._tokenizer = tokenizer
-        self._pool = pool
+        self._connections = _Connections(url)
         self._local = threading.local()  # the connection of a snapshot on this thread
 
     @classmethod
@@ -73,16 +70,11 @@ class PostgresStore:
                 f"The index in the database at {describe(url)} was built with {built_with!r}, "
                 f"not {model!r}"
             )
-        pool = ConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, configure=_configure,
-            check=ConnectionPool.check_connection, timeout=CONNECT_TIMEOUT,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT}, open=True,
-        )  # fmt: skip
-        return cls(url, built_with, tokenizer, pool)
+        return cls(url, built_with, tokenizer)
 
     def close(self) -> None:
-        """Close every connection of the pool."""
-        self._pool.close()
+        """Close every connection the store made."""
+        self._connections.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -90,28 +82,31 @@ class PostgresStore:
         if getattr(self._local, "connection", None) is not None:
             yield
             return
-        with unavailable(self.url), self._pool.connection() as connection:
+        with unavailable(self.url):
+            connection = self._connections.get()
             connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             connection.read_only = True
-            self._local.connection = connection
             try:
-                self._check_model(connection)
-                yield
+                with connection.transaction():
+                    self._local.connection = connection
+                    self._check_model(connection)
+                    yield
             finally:
                 self._local.connection = None
-                connection.rollback()  # it only read; the next user gets an idle connection
-                connection.isolation_level = None
-                connection.read_only = None
+                if not connection.broken:
+                    connection.isolation_level = connection.read_only = None
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        """The snapshot's connection, or a pooled one for a transaction of its own."""
+        """The snapshot's connection, or this thread's in a transaction of its own."""
         held = getattr(self._local, "connection", None)
         if held is not None:
             yield held
             return
-        with unavailable(self.url), self._pool.connection() as connection:
-            yield connection
+        with unavailable(self.url):
+            connection = self._connections.get()
+            with connection.transaction():
+                yield connection
 
     def _check_model(self, connection: Connection) -> None:
         """A rebuild with another model makes this store's questions meaningless: refuse."""
@@ -272,10 +267,47 @@ class DatabaseLocation:
         return None  # an open store reads each new build already
 
 
-def _configure(connection: Connection) -> None:
-    """Teach a new pooled connection the vector type, leaving it idle as the pool wants."""
-    register_vector(connection)
-    connection.commit()
+class _Connections:
+    """One connection per thread, made when the thread first reads and made again when the
+    server has dropped it: a question fails at once while the server is down (a pool would
+    wait for a connection), and the first one after it is back succeeds."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._made: list[Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Connection:
+        """This thread's connection, idle and alive (autocommit: transactions are explicit)."""
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is not None and _alive(connection):
+            return connection
+        connection = connect(self.url)
+        connection.autocommit = True
+        register_vector(connection)
+        self._local.connection = connection
+        with self._lock:
+            self._made.append(connection)
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._made:
+                connection.close()
+            self._made.clear()
+
+
+def _alive(connection: Connection) -> bool:
+    """Whether the server still answers on `connection` (an empty query: one round trip)."""
+    if connection.closed or connection.broken:
+        return False
+    try:
+        connection.execute("")
+    except psycopg.OperationalError:
+        connection.close()
+        return False
+    return True
 
 
 def _dense_query(connection: Connection, k: int) -> LiteralString:
