@@ -3,6 +3,7 @@
 from embeddings.articles import Article, SkippedFile, read_articles
 from embeddings.build import BuildReport, build_index
 from embeddings.errors import (
+    DatabaseUnavailableError,
     EmptyQuestionError,
     EncoderLoadError,
     IndexBusyError,
@@ -11,13 +12,17 @@ from embeddings.errors import (
     ModelMismatchError,
     NewsqaError,
     NoArticlesError,
+    PostgresMissingError,
+    SchemaVersionError,
 )
 from embeddings.index import Hit, Index
 from embeddings.passages import Passage, split_article
+from embeddings.stores import SearchStore, StoreLocation, location_of
 
 __all__ = [
     "Article",
     "BuildReport",
+    "DatabaseUnavailableError",
     "EmptyQuestionError",
     "EncoderLoadError",
     "Hit",
@@ -29,8 +34,13 @@ __all__ = [
     "NewsqaError",
     "NoArticlesError",
     "Passage",
+    "PostgresMissingError",
+    "SchemaVersionError",
+    "SearchStore",
     "SkippedFile",
+    "StoreLocation",
     "build_index",
+    "location_of",
     "read_articles",
     "split_article",
 ]

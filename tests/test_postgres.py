@@ -33,7 +33,7 @@ from embeddings.errors import (
     SchemaTooOldError,
 )
 from embeddings.index import Index
-from embeddings.postgres import bm25
+from embeddings.postgres import bm25, schema
 from embeddings.postgres import store as store_module
 from embeddings.postgres.build import BUILD_LOCK, build_database
 from embeddings.postgres.schema import SCHEMA_VERSION, TABLES
@@ -462,3 +462,24 @@ def test_server_going_down_while_answering_is_one_clear_sentence_until_it_is_bac
         assert _answers(searcher, QUESTIONS[2]) == expected
     finally:
         server.stop()
+
+
+def test_older_schema_with_an_upgrade_is_upgraded_in_place(
+    data_dir: Path, database_url: str, encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build runs the upgrade from an older schema version inside its transaction, and keeps
+    every vector: nothing is embedded again."""
+    articles = _articles(data_dir)
+    build_database(articles, encoder, database_url)
+    with psycopg.connect(database_url) as connection:
+        connection.execute("UPDATE newsqa_schema_version SET version = 0")
+    upgrade = ["COMMENT ON TABLE newsqa_meta IS 'upgraded from 0'"]
+    monkeypatch.setattr(schema, "UPGRADES", {0: upgrade})
+    later = FakeEncoder()
+    report = build_database(articles, later, database_url)
+    assert (report.embedded, later.embedded_passages, report.reused) == (0, 0, report.passages)
+    with psycopg.connect(database_url) as connection:
+        found = connection.execute(
+            "SELECT version, obj_description('newsqa_meta'::regclass) FROM newsqa_schema_version"
+        ).fetchone()
+    assert found == (SCHEMA_VERSION, "upgraded from 0")
