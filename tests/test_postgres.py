@@ -24,6 +24,7 @@ from bot.service import QAService
 from embeddings.articles import Article, read_articles
 from embeddings.build import build_index
 from embeddings.decision import Thresholds
+from embeddings.encoder import SentenceTransformerEncoder
 from embeddings.errors import (
     DatabaseUnavailableError,
     IndexBusyError,
@@ -38,6 +39,7 @@ from embeddings.postgres import store as store_module
 from embeddings.postgres.build import BUILD_LOCK, build_database
 from embeddings.postgres.schema import SCHEMA_VERSION, TABLES
 from embeddings.postgres.store import DatabaseLocation, PostgresStore
+from embeddings.reranker import Reranker
 from embeddings.search import Searcher
 from tests.conftest import FakeEncoder, write_article
 from tests.postgres_server import PostgresServer
@@ -483,3 +485,30 @@ def test_older_schema_with_an_upgrade_is_upgraded_in_place(
             "SELECT version, obj_description('newsqa_meta'::regclass) FROM newsqa_schema_version"
         ).fetchone()
     assert found == (SCHEMA_VERSION, "upgraded from 0")
+
+
+@pytest.mark.model
+def test_real_model_answers_the_seed_questions_alike(
+    data_dir: Path,
+    tmp_path: Path,
+    database_url: str,
+    real_encoder: SentenceTransformerEncoder,
+) -> None:
+    """With the packaged model and the reranker, every seed question gets the same three
+    quotes, bold sentences and decision from the database as from the index folder."""
+    articles = read_articles(data_dir).articles
+    build_index(articles, real_encoder, tmp_path / "index")
+    build_database(articles, real_encoder, database_url)
+    reranker = Reranker()
+    stores = [Index.load(tmp_path / "index"), _store(database_url, real_encoder)]
+    searchers = [Searcher(store, real_encoder, reranker=reranker) for store in stores]
+    seed = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "seed_questions.jsonl"
+    for line in seed.read_text(encoding="utf-8").splitlines():
+        question = json.loads(line)["question"]
+        query = searchers[0].encode_question(question)
+        found = []
+        for searcher in searchers:
+            results = searcher.search(query, 3)
+            answers = searcher.answers(query, results.hits)
+            found.append((results.answered, [(a.hit.passage.id, a.sentence) for a in answers]))
+        assert found[0] == found[1], question
