@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, LiteralString
+from typing import LiteralString
 
 import numpy as np
 import numpy.typing as npt
 
 from embeddings.index import BM25_B, BM25_K1
 from embeddings.lexical import Tokenizer
-
-Connection = Any  # psycopg.Connection; kept loose so the SQL strings read as SQL
+from embeddings.postgres.schema import Connection
 
 Rows = npt.NDArray[np.intp]
 Scores = npt.NDArray[np.float32]
