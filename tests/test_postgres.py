@@ -7,8 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -512,3 +514,40 @@ def test_real_model_answers_the_seed_questions_alike(
             answers = searcher.answers(query, results.hits)
             found.append((results.answered, [(a.hit.passage.id, a.sentence) for a in answers]))
         assert found[0] == found[1], question
+
+
+def test_readers_see_the_previous_build_until_the_next_one_commits(
+    data_dir: Path, database_url: str, encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a build has written its new rows but not committed, a reader sees the previous
+    build whole; once it commits, the next question sees the new one whole."""
+    build_database(_articles(data_dir), encoder, database_url)
+    searcher = Searcher(_store(database_url, encoder), encoder)
+    before = _answers(searcher, "mountain pass snow")
+    (data_dir / "rain.txt").unlink()
+    write_article(data_dir, "snow.txt", "Snow closes the pass", "Snow closed the mountain pass.")
+    written, release = threading.Event(), threading.Event()
+    add = bm25.add
+
+    def add_then_wait(*args: Any) -> None:
+        add(*args)
+        written.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(bm25, "add", add_then_wait)
+    build = threading.Thread(
+        target=build_database, args=(read_articles(data_dir).articles, encoder, database_url)
+    )
+    build.start()
+    try:
+        assert written.wait(30)
+        store = searcher.index
+        assert (store.generation, store.article_count()) == ("1", 3)
+        assert _answers(searcher, "mountain pass snow") == before
+        assert store.article_passages("rain") != []
+    finally:
+        release.set()
+        build.join(30)
+    assert (store.generation, store.article_count()) == ("2", 3)
+    assert store.article_passages("rain") == []
+    assert _answers(searcher, "mountain pass snow")[0][0] == "snow:0"
