@@ -68,6 +68,15 @@ def data_option(function: F) -> F:
 def index_options(function: F) -> F:
     """Where the index lives and which model embeds it."""
     function = click.option(
+        "--store",
+        default=None,
+        envvar="NEWSQA_STORE",
+        show_envvar=True,
+        callback=_store_url,
+        help="Keep the index in this PostgreSQL database (postgresql://user@host:5432/name, "
+        "with pgvector) instead of the --index folder.",
+    )(function)
+    function = click.option(
         "--index",
         "index_dir",
         type=click.Path(file_okay=False, path_type=Path),
@@ -76,15 +85,6 @@ def index_options(function: F) -> F:
         envvar="NEWSQA_INDEX",
         show_envvar=True,
         help="Folder holding the index (with --store: only the exported model).",
-    )(function)
-    function = click.option(
-        "--store",
-        default=None,
-        envvar="NEWSQA_STORE",
-        show_envvar=True,
-        callback=_store_url,
-        help="Keep the index in this PostgreSQL database (postgresql://user@host:5432/name, "
-        "with pgvector) instead of the --index folder.",
     )(function)
     function = click.option(
         "--model",
