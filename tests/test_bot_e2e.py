@@ -25,6 +25,7 @@ from embeddings.build import build_index
 from embeddings.decision import Thresholds
 from embeddings.encoder import Vectors
 from embeddings.reranker import Reranker
+from embeddings.stores import build_in_database, location_of
 from tests.conftest import FakeEncoder, write_article
 from tests.telegram_server import SentMessage, TelegramServer
 
@@ -85,11 +86,17 @@ async def _start(
     index_dir: Path,
     encoder: FakeEncoder,
     reranker: Reranker | None = None,
+    store: str | None = None,
     **handler_args: object,
 ) -> tuple[Handlers, Application]:  # type: ignore[type-arg]
-    build_index(read_articles(data_dir).articles, encoder, index_dir)
+    articles = read_articles(data_dir).articles
+    if store is None:
+        build_index(articles, encoder, index_dir)
+    else:
+        build_in_database(articles, encoder, store)
     thresholds = Thresholds(calibrated=0.0, cosine=0.1)  # answer: these tests pin the bot
-    service = QAService(index_dir, encoder, reranker=reranker, thresholds=thresholds)
+    location = location_of(index_dir, store)
+    service = QAService(location, encoder, reranker=reranker, thresholds=thresholds)
     handlers = Handlers(service, **handler_args)  # type: ignore[arg-type]
     application = build_application(server.token, handlers, base_url=server.base_url)
     await application.initialize()
@@ -110,14 +117,16 @@ async def _stop(application: Application) -> None:  # type: ignore[type-arg]
 
 @pytest.fixture
 async def bot(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Bot]:
-    """A polling bot over the seed article plus two short ones, with a hand-moved clock."""
+    """A polling bot over the seed article plus two short ones, with a hand-moved clock (with
+    "database", its index is in PostgreSQL)."""
     _news(data_dir)
     options = getattr(request, "param", {})
+    store = request.getfixturevalue("database_url") if options.get("database") else None
     clock = Clock()
     async with TelegramServer() as server:
         handlers, application = await _start(
             server, data_dir, tmp_path / "index", options.get("encoder", FakeEncoder()),
-            reranker=Reranker() if options.get("reranker") else None,
+            reranker=Reranker() if options.get("reranker") else None, store=store,
             allowed_chats=options.get("allowed", frozenset()),
             limiter=RateLimiter(options.get("limit", 0), 60, clock),
             pages=ExpiringStore(capacity=100, ttl=600, clock=clock),
@@ -126,6 +135,12 @@ async def bot(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) ->
         await _stop(application)
 
 
+BOTH_STORES = pytest.mark.parametrize(
+    "bot", [{}, {"database": True}], ids=["folder", "database"], indirect=True
+)
+
+
+@BOTH_STORES
 async def test_private_question_quotes_the_right_article(bot: Bot) -> None:
     """A question is answered with the matching article's title, date and bold sentence."""
     reply = await bot.ask(ALICE, "How far did the river rise overnight?")
@@ -155,6 +170,7 @@ async def test_one_passage_per_article_until_articles_run_out(bot: Bot) -> None:
     assert len(titles) == len(set(titles)) == 3
 
 
+@BOTH_STORES
 async def test_start_and_help_describe_the_articles_with_examples(bot: Bot) -> None:
     """/start names the article count, date range and three example questions; menu is set."""
     reply = await bot.ask(ALICE, "/start")
@@ -166,6 +182,7 @@ async def test_start_and_help_describe_the_articles_with_examples(bot: Bot) -> N
     assert "Articles: 3\nPassages: 10\nModel: fake-encoder" in about.text
 
 
+@BOTH_STORES
 async def test_more_pages_in_place_and_back(bot: Bot) -> None:
     """ "More" edits the answer to the next passages; "Back" returns to the first."""
     reply = await bot.ask(ALICE, "party building session rain cup")
@@ -179,6 +196,7 @@ async def test_more_pages_in_place_and_back(bot: Bot) -> None:
     await bot.server.wait_for(lambda: bot.server.messages(ALICE)[-1].text.startswith("1. "))
 
 
+@BOTH_STORES
 async def test_whole_article_arrives_in_full(bot: Bot) -> None:
     """ "Whole article" sends the article's title, date and every paragraph."""
     reply = await bot.ask(ALICE, "Who held the press conference about the plenary session?")
