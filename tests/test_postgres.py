@@ -160,6 +160,22 @@ def test_changed_article_alone_is_embedded_and_deleted_one_dropped(
         assert _lexical(store, question) == pytest.approx(_lexical(folder, question), rel=1e-5)
         terms = folder.tokenizer.question_terms(question)
         assert np.allclose(store.idf(terms), folder.idf(terms))
+    assert _counts_disagree(database_url) == (0, 0)
+
+
+def _counts_disagree(url: str) -> tuple[int, int]:
+    """Postings of passages that are gone, and terms whose frequency is not their postings'."""
+    with psycopg.connect(url) as connection:
+        orphans = connection.execute(
+            """SELECT count(*) FROM newsqa_postings
+               WHERE passage NOT IN (SELECT number FROM newsqa_passages)"""
+        ).fetchone()
+        wrong = connection.execute(
+            """SELECT count(*) FROM newsqa_terms AS t
+               WHERE df <> (SELECT count(*) FROM newsqa_postings AS p WHERE p.term = t.id)"""
+        ).fetchone()
+    assert orphans is not None and wrong is not None
+    return int(orphans[0]), int(wrong[0])
 
 
 def _lexical(store: PostgresStore | Index, question: str) -> dict[str, float]:

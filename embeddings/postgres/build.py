@@ -70,6 +70,8 @@ def build_database(
                 schema.create(connection, vectors.shape[1])
             register_vector(connection)
             _write(connection, plan, vectors, encoder.name)
+            if fresh:
+                schema.index_vectors(connection)
     count = plan.kept + len(plan.passages)
     removed = len(set(known) - {article.id for article in articles})
     return BuildReport(
@@ -146,8 +148,8 @@ def _write(connection: Connection, plan: _Plan, vectors: Vectors, model: str) ->
 
 
 def _drop_articles(connection: Connection, numbers: list[int]) -> tuple[int, int]:
-    """Delete articles (their passages and postings follow); the passages and the BM25
-    length they held."""
+    """Delete articles (their passages follow; `bm25.remove` has taken their postings); the
+    passages and the BM25 length they held."""
     row = connection.execute(
         "SELECT count(*), coalesce(sum(length), 0) FROM newsqa_passages WHERE article = ANY(%s)",
         (numbers,),
