@@ -682,6 +682,8 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     errors.SchemaTooNewError: "read it with the newer newsqa that wrote it, or upgrade this "
     "one (pip install -U newsqa)",
     errors.PostgresMissingError: "install them with: pip install 'newsqa[postgres]'",
+    errors.VectorExtensionError: "install pgvector on that server and run CREATE EXTENSION "
+    "vector in the database as a superuser",
     JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '
     'queries.jsonl lines {{"question", "relevant": {{id: grade}}}}, format b is articles '
     'plus questions.jsonl lines {{"question", "answer"}}',

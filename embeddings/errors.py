@@ -57,3 +57,7 @@ class SchemaTooOldError(SchemaVersionError):
 
 class PostgresMissingError(NewsqaError):
     """A database store was asked for without the packages that reach one."""
+
+
+class VectorExtensionError(NewsqaError):
+    """The database lacks the pgvector extension, and the build may not create it."""

@@ -34,6 +34,7 @@ from embeddings.errors import (
     ModelMismatchError,
     SchemaTooNewError,
     SchemaTooOldError,
+    VectorExtensionError,
 )
 from embeddings.index import Index
 from embeddings.postgres import bm25, schema
@@ -567,3 +568,20 @@ def test_readers_see_the_previous_build_until_the_next_one_commits(
     assert (store.generation, store.article_count()) == ("2", 3)
     assert store.article_passages("rain") == []
     assert _answers(searcher, "mountain pass snow")[0][0] == "snow:0"
+
+
+def test_database_without_pgvector_is_refused_before_anything_is_embedded(
+    data_dir: Path, postgres_server: PostgresServer, encoder: FakeEncoder
+) -> None:
+    """A user who may not create the vector extension gets one sentence saying it is missing,
+    before the model embeds anything; with the extension there, the same user builds."""
+    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE newsqa_writer LOGIN")
+        admin.execute("CREATE DATABASE newsqa_plain OWNER newsqa_writer")
+    url = postgres_server.url("newsqa_plain").replace("postgres@", "newsqa_writer@")
+    with pytest.raises(VectorExtensionError, match=r"has no vector extension \(permission denied"):
+        build_database(_articles(data_dir), encoder, url)
+    assert encoder.embedded_passages == 0
+    with psycopg.connect(postgres_server.url("newsqa_plain"), autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION vector")
+    assert build_database(_articles(data_dir), encoder, url).written

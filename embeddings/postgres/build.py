@@ -58,6 +58,7 @@ def build_database(
     started = time.perf_counter()
     with unavailable(url), connect(url) as connection, connection.transaction():
         _lock(connection, url)
+        schema.require_vectors(connection, url)  # before anything is embedded
         fresh = not schema.upgrade(connection, url) or _model(connection) != encoder.name
         known = {} if fresh else _known_articles(connection)
         plan = _plan(articles, known, encoder)

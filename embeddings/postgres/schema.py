@@ -23,7 +23,12 @@ from typing import Any
 
 import psycopg
 
-from embeddings.errors import IndexNotFoundError, SchemaTooNewError, SchemaTooOldError
+from embeddings.errors import (
+    IndexNotFoundError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+    VectorExtensionError,
+)
 from embeddings.postgres import describe
 
 SCHEMA_VERSION = 1
@@ -45,7 +50,6 @@ Connection = psycopg.Connection[Any]
 def _statements(dimension: int) -> list[str]:
     """The layout, for vectors of `dimension` numbers (an int: it is formatted into SQL)."""
     return [
-        "CREATE EXTENSION IF NOT EXISTS vector",
         "CREATE TABLE newsqa_schema_version (version integer NOT NULL)",
         f"INSERT INTO newsqa_schema_version VALUES ({SCHEMA_VERSION:d})",
         """CREATE TABLE newsqa_meta (
@@ -143,6 +147,18 @@ def create(connection: Connection, dimension: int) -> None:
     drop(connection)
     for statement in _statements(int(dimension)):
         connection.execute(statement.encode())
+
+
+def require_vectors(connection: Connection, url: str) -> None:
+    """Create the pgvector extension unless it is there (only a superuser may: it is not
+    marked trusted)."""
+    try:
+        with connection.transaction():  # a savepoint: a refusal leaves the build's transaction
+            connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.FeatureNotSupported) as error:
+        reason = (str(error).strip().splitlines() or [""])[0]
+        message = f"The database at {describe(url)} has no vector extension ({reason})"
+        raise VectorExtensionError(message) from error
 
 
 def index_vectors(connection: Connection) -> None:
