@@ -41,7 +41,7 @@ from embeddings.evaluation import load_answer_questions
 from embeddings.index import Index
 from embeddings.judging import CachingEncoder, read_corpus
 from embeddings.postgres.build import build_database
-from embeddings.postgres.store import PostgresStore
+from embeddings.postgres.store import EXACT_ROWS, PostgresStore
 from embeddings.reranker import Reranker
 from embeddings.search import Query, Results, Searcher
 
@@ -135,8 +135,10 @@ def _same_answers(cache: Path, url: str) -> str:
     searchers = [Searcher(store, encoder, reranker=reranker) for store in stores]
     questions = [q.question for f in QUESTION_FILES for q in load_answer_questions(DATA / f)]
     compared = _compare(searchers, questions, encoder)
+    stores[1].exact_rows = 0  # as a database of more than EXACT_ROWS passages searches
+    by_hnsw = _compare(searchers, questions, encoder)
     stores[1].close()
-    return _answers_table(len(articles), len(stores[0]), builds, compared)
+    return _answers_table(len(articles), len(stores[0]), builds, compared, by_hnsw)
 
 
 def _build_both(
@@ -184,7 +186,9 @@ def _timed(searcher: Searcher, query: Query, seconds: list[float]) -> Results:
     return results
 
 
-def _answers_table(articles: int, passages: int, builds: tuple[float, float], c: Compared) -> str:
+def _answers_table(
+    articles: int, passages: int, builds: tuple[float, float], c: Compared, hnsw: Compared
+) -> str:
     def share(count: int) -> str:
         return f"{count}/{c.questions} ({100 * count / c.questions:.1f}%)"
 
@@ -197,6 +201,8 @@ def _answers_table(articles: int, passages: int, builds: tuple[float, float], c:
         f"| top-3 the same passages in the same order | {share(c.same_order)} |",
         f"| top-3 the same passages, any order | {share(c.same_set)} |",
         f"| the same decision to answer | {share(c.same_decision)} |",
+        f"| top-3 the same, same order, the database searched by HNSW (as above "
+        f"{EXACT_ROWS:,} passages) | {share(hnsw.same_order)} |",
         f"| search p50 / p95, index folder | {folder} |",
         f"| search p50 / p95, database | {database} |",
         f"| build from cached vectors, index folder | {builds[0]:.1f} s |",

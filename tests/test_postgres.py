@@ -291,13 +291,11 @@ def test_dense_shortlist_is_not_capped_by_ef_search(
     tmp_path: Path,
     database_url: str,
     encoder: FakeEncoder,
-    monkeypatch: pytest.MonkeyPatch,
     exact_rows: int,
 ) -> None:
     """pgvector's HNSW returns at most `hnsw.ef_search` rows (40 by default): the store asks
     for the shortlist's depth, every time, also once the driver prepares its statements; and
     a small index is read exactly, as the index folder reads it."""
-    monkeypatch.setattr(store_module, "EXACT_ROWS", exact_rows)
     folder = tmp_path / "many"
     folder.mkdir()
     words = [f"word{i}" for i in range(60)]
@@ -306,7 +304,8 @@ def test_dense_shortlist_is_not_capped_by_ef_search(
         write_article(folder, f"{number}.txt", f"Article {number}", " ".join(picked),
                       " ".join(reversed(picked)) + " again")  # fmt: skip
     build_database(read_articles(folder).articles, encoder, database_url)
-    store = _store(database_url, encoder)
+    store = PostgresStore.open(database_url, exact_rows=exact_rows)
+    _OPENED.append(store)
     assert len(store) == 140
     query = encoder.encode_queries(["word1 word2 word3"])[0]
     for _ in range(10):

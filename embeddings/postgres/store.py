@@ -49,15 +49,18 @@ _PASSAGE = """SELECT p.id, a.id, p.ordinal, a.title, a.date, a.source, p.text, a
 class PostgresStore:
     """The index in a PostgreSQL database, read through one connection per thread."""
 
-    def __init__(self, url: str, model: str, tokenizer: Tokenizer):
+    def __init__(self, url: str, model: str, tokenizer: Tokenizer, *, exact_rows: int = EXACT_ROWS):
         self.url = url
         self._model = model
         self._tokenizer = tokenizer
+        self.exact_rows = exact_rows  # up to this many passages, nearest() reads every vector
         self._connections = _Connections(url)
         self._local = threading.local()  # the connection of a snapshot on this thread
 
     @classmethod
-    def open(cls, url: str, *, model: str | None = None) -> PostgresStore:
+    def open(
+        cls, url: str, *, model: str | None = None, exact_rows: int = EXACT_ROWS
+    ) -> PostgresStore:
         """Open the index in the database at `url`; with `model`, insist it was built with it."""
         with unavailable(url), connect(url) as connection:
             schema.require_current(connection, url)
@@ -70,7 +73,7 @@ class PostgresStore:
                 f"The index in the database at {describe(url)} was built with {built_with!r}, "
                 f"not {model!r}"
             )
-        return cls(url, built_with, tokenizer)
+        return cls(url, built_with, tokenizer, exact_rows=exact_rows)
 
     def close(self) -> None:
         """Close every connection the store made."""
@@ -162,7 +165,7 @@ class PostgresStore:
         with self._connection() as connection:
             # Not prepared: a prepared plan would not see a later ef_search.
             found = connection.execute(
-                _dense_query(connection, k),
+                _dense_query(connection, k, self.exact_rows),
                 {"q": np.asarray(query, dtype=np.float32), "k": k},
                 prepare=False,
             ).fetchall()
@@ -310,11 +313,11 @@ def _alive(connection: Connection) -> bool:
     return True
 
 
-def _dense_query(connection: Connection, k: int) -> LiteralString:
+def _dense_query(connection: Connection, k: int, exact_rows: int) -> LiteralString:
     """The query for the `k` nearest passages: exact in a small index, else by HNSW with a
     candidate list twice as deep (set for this transaction only)."""
     row = connection.execute("SELECT passages FROM newsqa_meta").fetchone()
-    if row is not None and row[0] <= EXACT_ROWS:
+    if row is not None and row[0] <= exact_rows:
         return _EXACT
     ef_search = str(min(max(2 * k, 40), MAX_EF_SEARCH))
     connection.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef_search,))
