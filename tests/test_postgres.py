@@ -584,3 +584,19 @@ def test_database_without_pgvector_is_refused_before_anything_is_embedded(
     with psycopg.connect(postgres_server.url("newsqa_plain"), autocommit=True) as admin:
         admin.execute("CREATE EXTENSION vector")
     assert build_database(_articles(data_dir), encoder, url).written
+
+
+@pytest.mark.usefixtures("fake_model")
+def test_run_and_chat_answer_in_the_terminal_from_the_database(
+    data_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`newsqa run --store` builds into the database and then answers typed questions;
+    `newsqa chat --store` answers from it too."""
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    _articles(data_dir)
+    question = "Which team won the cup final?\n"
+    for command in (["run", "--data", str(data_dir)], ["chat"]):
+        result = CliRunner().invoke(main, [*command, "--store", database_url, "--no-rerank"],
+                                    input=question)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "1. Local team wins the cup" in result.output
