@@ -496,22 +496,33 @@ def _judged_file(name: str, help: str) -> Callable[[F], F]:
     show_envvar=True,
     help="sentence-transformers model name or local folder.",
 )
+@click.option(
+    "--store",
+    default=None,
+    envvar="NEWSQA_EVAL_STORE",
+    show_envvar=True,
+    callback=_store_url,
+    help="Also build the judged set into this PostgreSQL database (one of its own: a database "
+    "holding other articles is refused) and measure the default pipeline on it.",
+)
 @backend_option
 @decision_options
-def eval_command(workdir: Path, k: int, model: str, backend: str, **files: Any) -> None:
+def eval_command(
+    workdir: Path, k: int, model: str, backend: str, store: str | None, **files: Any
+) -> None:
     """Measure a judged set: BM25, dense, RRF hybrid and the default pipeline side by side.
 
     Format (b) also reports what the bot's users see: the first quote, the first page and the
     bold sentence holding the answer, the share answered, and the false answers to questions
     marked "answer": null.
     """
-    with reported_errors(Path("data"), model):
+    with reported_errors(Path("data"), model, store):
         decision = DecisionSettings.pop(files)
         encoder = make_encoder(model, backend, workdir, export=True)
         click.echo(
             run_evaluation(
                 JudgedFiles(**files), workdir, encoder, k,
-                reranker=decision.reranker(), thresholds=decision.thresholds(),
+                reranker=decision.reranker(), thresholds=decision.thresholds(), store=store,
             )
         )  # fmt: skip
 
@@ -682,6 +693,7 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     errors.SchemaTooNewError: "read it with the newer newsqa that wrote it, or upgrade this "
     "one (pip install -U newsqa)",
     errors.PostgresMissingError: "install them with: pip install 'newsqa[postgres]'",
+    errors.StoreInUseError: "give newsqa eval a database of its own (--store, NEWSQA_EVAL_STORE)",
     errors.VectorExtensionError: "install pgvector on that server and run CREATE EXTENSION "
     "vector in the database as a superuser",
     JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '

@@ -21,14 +21,17 @@ from embeddings.judging import (
     answer_report,
     evaluate,
     passage_judgements,
+    pipeline,
 )
 from embeddings.reranker import Reranker
 from embeddings.search import Searcher
+from embeddings.stores import build_in_database, location_of
 
 COLUMNS = (
     "| method | hit@1 | hit@5 | recall@10 | MRR@10 | nDCG@10 | p50 ms | p95 ms | vs best baseline |"
 )
 ALIGN = "| --- |" + " ---: |" * 8
+DATABASE_PIPELINE = f"{DEFAULT_PIPELINE}, PostgreSQL store"
 
 
 class JudgedFilesError(NewsqaError):
@@ -67,13 +70,21 @@ def run(
     *,
     reranker: Reranker | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    store: str | None = None,
 ) -> str:
     """Build (or reuse) the judged set's index under `workdir`, measure it with the searcher
-    the bot uses, and report."""
+    the bot uses, and report. With `store`, the judged set is also built into that database
+    and the default pipeline measured on it, as one more row."""
     encoder = CachingEncoder(model, workdir / "vectors")
     judged = files.judge(encoder, workdir / "indexes")
     searcher = Searcher(judged.index, encoder, reranker=reranker, thresholds=thresholds)
-    evaluation = evaluate(searcher, judged.questions, k)
+    variants = []
+    if store is not None:
+        build_in_database(judged.articles, encoder, store, only_these=True)
+        database = location_of(workdir, store).open(encoder.name)
+        on_database = Searcher(database, encoder, reranker=reranker, thresholds=thresholds)
+        variants.append(pipeline(on_database, DATABASE_PIPELINE))
+    evaluation = evaluate(searcher, judged.questions, k, variants=variants)
     if files.articles is None:
         return table(evaluation)
     return table(evaluation) + "\n" + answers_table(answer_report(searcher, evaluation))

@@ -61,3 +61,7 @@ class PostgresMissingError(NewsqaError):
 
 class VectorExtensionError(NewsqaError):
     """The database lacks the pgvector extension, and the build may not create it."""
+
+
+class StoreInUseError(NewsqaError):
+    """A database asked to hold a judged set holds other articles: an index in use."""

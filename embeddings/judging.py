@@ -144,24 +144,27 @@ def read_corpus(path: Path) -> list[Article]:
 
 @dataclass(frozen=True)
 class Judged:
-    """An index and questions judged against its passages."""
+    """An index and questions judged against its passages, and the articles it holds."""
 
     index: Index
     questions: list[JudgedQuestion]
+    articles: list[Article]
 
 
 def passage_judgements(passages: Path, queries: Path, encoder: Encoder, workdir: Path) -> Judged:
     """Format (a) files as an index in `workdir` and questions judged by its passage ids."""
     judged = load_passage_set(_existing(passages), _existing(queries))
-    index = open_index(passage_articles(judged.passages), encoder, workdir)
-    return Judged(index, judge_by_article(index, judged.questions))
+    articles = passage_articles(judged.passages)
+    index = open_index(articles, encoder, workdir)
+    return Judged(index, judge_by_article(index, judged.questions), articles)
 
 
 def answer_judgements(articles: Path, questions: Path, encoder: Encoder, workdir: Path) -> Judged:
     """Format (b) files as an index in `workdir` and questions judged by answer containment."""
     asked = load_answer_questions(_existing(questions))
-    index = open_index(read_corpus(articles), encoder, workdir)
-    return Judged(index, judge_index_by_answer(index, asked))
+    corpus = read_corpus(articles)
+    index = open_index(corpus, encoder, workdir)
+    return Judged(index, judge_index_by_answer(index, asked), corpus)
 
 
 def _existing(path: Path) -> Path:

@@ -178,11 +178,17 @@ def location_of(index_dir: Path, store: str | None) -> StoreLocation:
 
 
 def build_in_database(
-    articles: Sequence[Article], encoder: Encoder, store: str, *, progress: bool = False
+    articles: Sequence[Article],
+    encoder: Encoder,
+    store: str,
+    *,
+    progress: bool = False,
+    only_these: bool = False,
 ) -> BuildReport:
-    """Bring the index in the database at `store` up to date with `articles`."""
+    """Bring the index in the database at `store` up to date with `articles` (with
+    `only_these`, refusing a database that holds other articles)."""
     report: BuildReport = _postgres("build").build_database(
-        articles, encoder, store, progress=progress
+        articles, encoder, store, progress=progress, only_these=only_these
     )
     return report
 

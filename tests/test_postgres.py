@@ -26,7 +26,7 @@ from bot.service import QAService
 from embeddings.articles import Article, read_articles
 from embeddings.build import build_index
 from embeddings.decision import Thresholds
-from embeddings.encoder import SentenceTransformerEncoder
+from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder
 from embeddings.errors import (
     DatabaseUnavailableError,
     IndexBusyError,
@@ -600,3 +600,33 @@ def test_run_and_chat_answer_in_the_terminal_from_the_database(
                                     input=question)  # fmt: skip
         assert result.exit_code == 0, result.output
         assert "1. Local team wins the cup" in result.output
+
+
+@pytest.mark.usefixtures("fake_model")
+def test_eval_measures_the_database_beside_the_folder(
+    data_dir: Path, tmp_path: Path, database_url: str
+) -> None:
+    """`newsqa eval --store` adds the default pipeline on the database as a row, measuring the
+    same as on the folder; a database holding other articles is refused, untouched."""
+    _articles(data_dir)
+    questions = tmp_path / "questions.jsonl"
+    asked = [
+        {"question": "Which team won the cup final?", "answer": "penalty shootout"},
+        {"question": "What flooded the valley villages?", "answer": "Heavy rain"},
+        {"question": "How long were the roads closed?", "answer": "for days"},
+    ]
+    questions.write_text("".join(json.dumps(q) + "\n" for q in asked), encoding="utf-8")
+    arguments = ["eval", "--no-rerank", "--articles", str(data_dir), "--questions",
+                 str(questions), "--workdir", str(tmp_path / "work")]  # fmt: skip
+    code, output = _invoke(*arguments, "--store", database_url)
+    assert code == 0, output
+    rows = {line.split("|")[1].strip(" *"): line.split("|")[2:7] for line in output.splitlines()
+            if "default pipeline" in line}  # fmt: skip
+    assert rows["default pipeline, PostgreSQL store"] == rows["default pipeline"]
+    other = tmp_path / "other"
+    other.mkdir()
+    write_article(other, "snow.txt", "Snow closes the pass", "Snow closed the mountain pass.")
+    build_database(read_articles(other).articles, FakeEncoder(DEFAULT_MODEL), database_url)
+    code, output = _invoke(*arguments, "--store", database_url)
+    assert code == 1
+    assert "holds 1 other articles; give newsqa eval a database of its own" in output, output

@@ -22,7 +22,7 @@ from pgvector.psycopg import register_vector
 from embeddings.articles import Article
 from embeddings.build import BuildReport
 from embeddings.encoder import Encoder, Vectors
-from embeddings.errors import IndexBusyError, NoArticlesError
+from embeddings.errors import IndexBusyError, NoArticlesError, StoreInUseError
 from embeddings.lexical import Tokenizer
 from embeddings.passages import Passage, split_article
 from embeddings.postgres import bm25, connect, describe, schema, unavailable
@@ -50,15 +50,26 @@ class _Plan:
 
 
 def build_database(
-    articles: Sequence[Article], encoder: Encoder, url: str, *, progress: bool = False
+    articles: Sequence[Article],
+    encoder: Encoder,
+    url: str,
+    *,
+    progress: bool = False,
+    only_these: bool = False,
 ) -> BuildReport:
-    """Bring the index in the database at `url` up to date with `articles`."""
+    """Bring the index in the database at `url` up to date with `articles`.
+
+    With `only_these`, a database holding other articles is refused rather than emptied of
+    them: an evaluation must not replace an index in use.
+    """
     if not articles:
         raise NoArticlesError("There are no articles to index")
     started = time.perf_counter()
     with unavailable(url), connect(url) as connection, connection.transaction():
         _lock(connection, url)
         schema.require_vectors(connection, url)  # before anything is embedded
+        if only_these:
+            _refuse_others(connection, url, articles)
         fresh = not schema.upgrade(connection, url) or _model(connection) != encoder.name
         known = {} if fresh else _known_articles(connection)
         plan = _plan(articles, known, encoder)
@@ -85,6 +96,18 @@ def _lock(connection: Connection, url: str) -> None:
     row = connection.execute("SELECT pg_try_advisory_xact_lock(%s)", (BUILD_LOCK,)).fetchone()
     if not (row and row[0]):
         raise IndexBusyError(f"Another build is writing the index in {describe(url)}")
+
+
+def _refuse_others(connection: Connection, url: str, articles: Sequence[Article]) -> None:
+    """Refuse a database that holds articles besides `articles`."""
+    if schema.installed_version(connection) is None:
+        return
+    row = connection.execute(
+        "SELECT count(*) FROM newsqa_articles WHERE NOT (id = ANY(%s))",
+        ([article.id for article in articles],),
+    ).fetchone()
+    if row is not None and row[0]:
+        raise StoreInUseError(f"The database at {describe(url)} holds {row[0]} other articles")
 
 
 def _model(connection: Connection) -> str | None:
