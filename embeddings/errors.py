@@ -65,3 +65,19 @@ class VectorExtensionError(NewsqaError):
 
 class StoreInUseError(NewsqaError):
     """A database asked to hold a judged set holds other articles: an index in use."""
+
+
+class FetchError(NewsqaError):
+    """A web page or feed could not be fetched: HTTP error, timeout, too large, redirect loop."""
+
+
+class UnsafeAddressError(FetchError):
+    """An address that is not public http(s), refused so a fetch cannot reach internal hosts."""
+
+
+class NotAnArticleError(NewsqaError):
+    """A fetched page is not HTML, or holds no article text once extracted."""
+
+
+class NotAFeedError(NewsqaError):
+    """A feed address answered with something that is not an RSS or Atom feed."""

@@ -1,0 +1,59 @@
+"""Adding web pages (or saved HTML files) to the articles folder: fetch, extract, store."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.fetching import Fetcher
+from embeddings.collection import Addition, Collection
+from embeddings.errors import NotAnArticleError
+from embeddings.webpages import extract_article
+
+Clock = Callable[[], dt.datetime]
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class PageAdder:
+    """Turns addresses into articles of the collection, each checked before and after."""
+
+    collection: Collection
+    fetcher: Fetcher
+    clock: Clock = utc_now
+
+    async def add_url(self, url: str) -> Addition:
+        """Fetch and add the article at `url` (not fetched when its address is present)."""
+        if self.collection.knows(url):
+            return Addition.present(url)
+        response = await self.fetcher.get(url)
+        media_type = response.content_type.split(";")[0].strip().lower()
+        if media_type and media_type not in _HTML_TYPES:
+            raise NotAnArticleError(f"{url} is {media_type}, not an HTML page")
+        html = response.body.decode(_charset(response.content_type), errors="replace")
+        return self.collection.add(extract_article(html, response.url, self.clock()))
+
+    def add_file(self, path: Path) -> Addition:
+        """Add the article in a saved HTML page; its date falls back to the time it is added."""
+        html = path.read_text(encoding="utf-8", errors="replace")
+        return self.collection.add(extract_article(html, None, self.clock()))
+
+
+def _charset(content_type: str) -> str:
+    """The charset a Content-Type names, if Python knows it, else UTF-8."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"')
+            try:
+                "".encode(charset)
+            except LookupError:
+                break
+            return charset
+    return "utf-8"
