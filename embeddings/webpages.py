@@ -19,6 +19,8 @@ from embeddings.errors import NotAnArticleError
 
 # Query parameters that track a click rather than name a page.
 _TRACKING = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "cmpid"})
+# Fewer words than this is a stub, an error page or bare navigation, not an article.
+MIN_WORDS = 20
 # htmldate rejects dates after its `max_date` (today by default): taking every date lets a
 # future one be noticed and clamped instead of silently replaced by another date on the page.
 _DATE_PARAMS = {"original_date": True, "extensive_search": False, "max_date": "9999-12-31"}
@@ -56,7 +58,7 @@ def extract_article(html: str, url: str | None, fetched_at: dt.datetime) -> WebA
         include_tables=False,
         date_extraction_params=_DATE_PARAMS,
     )
-    if not isinstance(document, Document) or not (document.text or "").strip():
+    if not isinstance(document, Document) or len((document.text or "").split()) < MIN_WORDS:
         raise NotAnArticleError(f"{where} holds no article text once extracted")
     title = " ".join((document.title or "").split()) or (url or "Untitled page")
     date, date_from = _article_date(document.date, fetched_at)
