@@ -87,16 +87,26 @@ class Webhook:
     path: str = "telegram"
 
 
+Background = Callable[[], Coroutine[Any, Any, None]]
+
+
 def build_application(
-    token: str, handlers: Handlers, *, base_url: str | None = None
+    token: str,
+    handlers: Handlers,
+    *,
+    base_url: str | None = None,
+    background: Background | None = None,
 ) -> Application:  # type: ignore[type-arg]
-    """The application with every handler registered; `base_url` points at another Bot API."""
+    """The application with every handler registered; `base_url` points at another Bot API;
+    `background` (such as the feed watcher) runs beside the bot from start to stop."""
+    tasks: list[asyncio.Task[None]] = []
     builder = (
         Application.builder()
         .token(token)
         .rate_limiter(RetryingRateLimiter(max_retries=3))
         .concurrent_updates(True)
-        .post_init(_post_init(handlers))
+        .post_init(_post_init(handlers, background, tasks))
+        .post_stop(_post_stop(tasks))
     )
     if base_url:
         builder = builder.base_url(base_url).base_file_url(base_url.replace("/bot", "/file/bot"))
@@ -124,10 +134,14 @@ def register(application: Application, handlers: Handlers) -> None:  # type: ign
     application.add_error_handler(handlers.error)
 
 
-def _post_init(handlers: Handlers):  # type: ignore[no-untyped-def]
+def _post_init(  # type: ignore[no-untyped-def]
+    handlers: Handlers, background: Background | None, tasks: list[asyncio.Task[None]]
+):
     async def post_init(application: Application) -> None:  # type: ignore[type-arg]
-        """Show the command menu, and reload the index on SIGHUP."""
+        """Show the command menu, start the background task, and reload the index on SIGHUP."""
         await application.bot.set_my_commands(COMMANDS)
+        if background is not None:
+            tasks.append(asyncio.create_task(background(), name="background"))
         try:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, handlers.service.reload_if_changed
@@ -136,6 +150,16 @@ def _post_init(handlers: Handlers):  # type: ignore[no-untyped-def]
             log.debug("SIGHUP reloading is not available here")
 
     return post_init
+
+
+def _post_stop(tasks: list[asyncio.Task[None]]):  # type: ignore[no-untyped-def]
+    async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
+        """Cancel the background task and wait for it to end."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    return post_stop
 
 
 def run(application: Application, webhook: Webhook | None) -> None:  # type: ignore[type-arg]

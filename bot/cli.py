@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,18 +17,22 @@ import click
 from telegram.error import InvalidToken
 
 from bot import app
-from bot.app import Webhook, build_application
+from bot.app import Background, Webhook, build_application
 from bot.evaluation_report import JudgedFiles, JudgedFilesError
 from bot.evaluation_report import run as run_evaluation
+from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
+from bot.fetching import Fetcher, FetchPolicy
 from bot.handlers import Handlers
 from bot.logs import configure_logging, redact
 from bot.memory import RateLimiter
+from bot.pages import PageAdder
 from bot.service import QAService
 from bot.terminal import answer_blocks, results_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
 from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder
 from embeddings.build import BuildReport, build_index
+from embeddings.collection import Addition, Collection, Outcome
 from embeddings.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
 from embeddings.encoder import DEFAULT_MODEL, Encoder
 from embeddings.evaluation import JudgedSetError
@@ -439,11 +444,238 @@ def bot_command(
         serve(token, location_of(index_dir, store), encoder, decision, BotSettings(**settings))
 
 
+def fetch_options(function: F) -> F:
+    """How pages and feeds may be fetched."""
+    options = [
+        click.option(
+            "--allow-private-fetch",
+            is_flag=True,
+            envvar="NEWSQA_ALLOW_PRIVATE_FETCH",
+            show_envvar=True,
+            help="Also fetch from loopback, private and other non-public addresses (only for "
+            "servers you trust: a feed could otherwise make newsqa read your own network).",
+        ),
+        click.option(
+            "--fetch-timeout",
+            default=20.0,
+            show_default=True,
+            type=click.FloatRange(min=0.1),
+            envvar="NEWSQA_FETCH_TIMEOUT",
+            show_envvar=True,
+            help="Seconds a page or feed may take to arrive.",
+        ),
+    ]
+    return _with_options(function, options)
+
+
+def fetcher(allow_private_fetch: bool, fetch_timeout: float) -> Fetcher:
+    return Fetcher(FetchPolicy(allow_private=allow_private_fetch, timeout=fetch_timeout))
+
+
+@main.command()
+@click.argument("sources", metavar="URL|FILE...", nargs=-1, required=True)
+@fetch_options
+@data_option
+@index_options
+def add(
+    sources: tuple[str, ...],
+    allow_private_fetch: bool,
+    fetch_timeout: float,
+    data_dir: Path,
+    index_dir: Path,
+    store: str | None,
+    model: str,
+    backend: str,
+) -> None:
+    """Add web pages (or saved HTML files) to the articles in --data, then update the index.
+
+    Each article becomes one line of added.jsonl in the articles folder; an address or a text
+    already there is not added again.
+    """
+    adder = PageAdder(Collection(data_dir), fetcher(allow_private_fetch, fetch_timeout))
+    results = asyncio.run(_add_all(adder, sources))
+    failed = 0
+    for result in results:
+        if isinstance(result, errors.NewsqaError):
+            failed += 1
+            click.echo(f"Not added: {explain(result, data_dir, model, store)}", err=True)
+        else:
+            click.echo(str(result), err=True)
+    if any(isinstance(r, Addition) and r.outcome is Outcome.ADDED for r in results):
+        with reported_errors(data_dir, model, store):
+            encoder = make_encoder(model, backend, index_dir, export=True)
+            report = update_index(data_dir, index_dir, encoder, False, store)
+        click.echo(describe_build(report, where(index_dir, store)), err=True)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(sources)} could not be added (see above)")
+
+
+async def _add_all(adder: PageAdder, sources: Sequence[str]) -> list[Addition | errors.NewsqaError]:
+    """Each source's addition, or the error that stopped it; one bad source stops no other."""
+    results: list[Addition | errors.NewsqaError] = []
+    try:
+        for source in sources:
+            try:
+                results.append(await _add_one(adder, source))
+            except errors.NewsqaError as error:
+                results.append(error)
+    finally:
+        await adder.fetcher.aclose()
+    return results
+
+
+async def _add_one(adder: PageAdder, source: str) -> Addition:
+    if "://" in source:
+        return await adder.add_url(source)
+    return await asyncio.to_thread(_add_file, adder, source)
+
+
+def _add_file(adder: PageAdder, source: str) -> Addition:
+    path = Path(source)
+    if not path.is_file():
+        raise errors.FetchError(f"{source} is neither an http(s) address nor a file")
+    return adder.add_file(path)
+
+
+@main.group()
+def feeds() -> None:
+    """The RSS and Atom feeds that newsqa watch polls (kept in feeds.json in --data)."""
+
+
+def _feed_url(context: click.Context, parameter: click.Parameter, value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{value!r} is not an http(s) address")
+    return value
+
+
+@feeds.command(name="add")
+@click.argument("url", callback=_feed_url)
+@data_option
+def feeds_add(url: str, data_dir: Path) -> None:
+    """Watch the feed at URL."""
+    with reported_errors(data_dir, DEFAULT_MODEL):
+        path = data_dir / FEEDS_FILE
+        listed = load_feeds(path)
+        if any(feed.url == url for feed in listed):
+            click.echo(f"Already watching {url}", err=True)
+            return
+        save_feeds(path, [*listed, Feed(url)])
+    click.echo(f"Watching {url} ({len(listed) + 1} feeds)", err=True)
+
+
+@feeds.command(name="list")
+@data_option
+def feeds_list(data_dir: Path) -> None:
+    """Print the watched feeds, one a line."""
+    with reported_errors(data_dir, DEFAULT_MODEL):
+        for feed in load_feeds(data_dir / FEEDS_FILE):
+            click.echo(feed.url)
+
+
+@feeds.command(name="remove")
+@click.argument("url")
+@data_option
+def feeds_remove(url: str, data_dir: Path) -> None:
+    """Stop watching the feed at URL (its articles stay)."""
+    with reported_errors(data_dir, DEFAULT_MODEL):
+        path = data_dir / FEEDS_FILE
+        listed = load_feeds(path)
+        kept = [feed for feed in listed if feed.url != url]
+        if len(kept) == len(listed):
+            raise click.ClickException(f"{url} is not watched; see: newsqa feeds list")
+        save_feeds(path, kept)
+    click.echo(f"Stopped watching {url}", err=True)
+
+
+def watch_options(function: F) -> F:
+    """How often the feeds are polled."""
+    return click.option(
+        "--interval",
+        default=300.0,
+        show_default=True,
+        type=click.FloatRange(min=1.0),
+        envvar="NEWSQA_WATCH_INTERVAL",
+        show_envvar=True,
+        help="Seconds between polls of each feed (doubled after each failure of a feed).",
+    )(fetch_options(function))
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """The options of watching: addresses allowed, patience, and the polling interval."""
+
+    allow_private_fetch: bool
+    fetch_timeout: float
+    interval: float
+
+    @classmethod
+    def pop(cls, options: dict[str, Any]) -> WatchSettings:
+        """Take this class's options out of a command's keyword arguments."""
+        names = ("allow_private_fetch", "fetch_timeout", "interval")
+        return cls(*(options.pop(name) for name in names))
+
+
+def make_watcher(
+    data_dir: Path, index_dir: Path, store: str | None, encoder: Encoder, settings: WatchSettings
+) -> Watcher:
+    """The watcher of the feeds in `data_dir`, rebuilding the index after new articles."""
+
+    def rebuild() -> None:
+        report = update_index(data_dir, index_dir, encoder, False, store)
+        click.echo(describe_build(report, where(index_dir, store)), err=True)
+
+    pages = fetcher(settings.allow_private_fetch, settings.fetch_timeout)
+    # What the watcher adds and skips is what its user runs it to see.
+    logging.getLogger("bot.feeds").setLevel(logging.INFO)
+    feeds_file = data_dir / FEEDS_FILE
+    adder = PageAdder(Collection(data_dir), pages)
+    return Watcher(feeds_file, adder, rebuild, interval=settings.interval)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Poll every feed once, then exit.")
+@watch_options
+@data_option
+@index_options
+def watch(
+    once: bool,
+    data_dir: Path,
+    index_dir: Path,
+    store: str | None,
+    model: str,
+    backend: str,
+    **options: Any,
+) -> None:
+    """Poll the feeds, add their new articles and update the index, until interrupted."""
+    with reported_errors(data_dir, model, store):
+        encoder = make_encoder(model, backend, index_dir, export=True)
+        watcher = make_watcher(data_dir, index_dir, store, encoder, WatchSettings.pop(options))
+        with suppress(KeyboardInterrupt):  # Ctrl-C is how watching ends
+            asyncio.run(_watch(watcher, once))
+
+
+async def _watch(watcher: Watcher, once: bool) -> None:
+    try:
+        await (watcher.poll() if once else watcher.run())
+    finally:
+        await watcher.fetcher.aclose()
+
+
 @main.command()
 @bot_options
 @data_option
 @index_options
 @multilingual_option
+@click.option(
+    "--watch/--no-watch",
+    default=False,
+    show_default=True,
+    envvar="NEWSQA_WATCH",
+    show_envvar=True,
+    help="Also poll the feeds (newsqa feeds add) in the bot's process; the bot answers from "
+    "the updated index at the next question.",
+)
+@watch_options
 @decision_options
 def run(
     token: str | None,
@@ -453,20 +685,39 @@ def run(
     model: str,
     backend: str,
     multilingual: bool,
+    watch: bool,
     **settings: Any,
 ) -> None:
     """Update the index from the articles, then start the bot (or, without a token, the chat)."""
     with reported_errors(data_dir, model, store):
         decision = DecisionSettings.pop(settings)
         model_encoder = make_encoder(model, backend, index_dir, export=True)
+        watching = WatchSettings.pop(settings)
+        if watch and not token:
+            raise click.UsageError("--watch runs beside the bot: set TELEGRAM_BOT_TOKEN")
         report = update_index(data_dir, index_dir, model_encoder, multilingual, store)
         click.echo(describe_build(report, where(index_dir, store)), err=True)
         location = location_of(index_dir, store)
         if token:
-            serve(token, location, model_encoder, decision, BotSettings(**settings))
+            background = (
+                _watching(data_dir, index_dir, store, model_encoder, watching) if watch else None
+            )
+            bot = BotSettings(**settings)
+            serve(token, location, model_encoder, decision, bot, background=background)
             return
         click.echo(f'Ask a question about the articles, e.g. "{SAMPLE_QUESTION}"', err=True)
         converse(open_searcher(location, model_encoder, decision), 3)
+
+
+def _watching(
+    data_dir: Path, index_dir: Path, store: str | None, encoder: Encoder, settings: WatchSettings
+) -> Background:
+    """The watcher, as the bot's background task."""
+
+    async def watching() -> None:
+        await _watch(make_watcher(data_dir, index_dir, store, encoder, settings), once=False)
+
+    return watching
 
 
 def _judged_file(name: str, help: str) -> Callable[[F], F]:
@@ -557,8 +808,11 @@ def serve(
     encoder: Encoder,
     decision: DecisionSettings,
     settings: BotSettings,
+    *,
+    background: Background | None = None,
 ) -> None:
-    """Run the bot until SIGINT/SIGTERM; the token never reaches the logs or the terminal."""
+    """Run the bot until SIGINT/SIGTERM; the token never reaches the logs or the terminal.
+    `background` (the feed watcher) runs beside it."""
     redact(token)
     webhook = settings.webhook()
     if webhook:
@@ -573,7 +827,9 @@ def serve(
     handlers = Handlers(
         service, settings.allowed_chats, RateLimiter(settings.rate_limit, window=60.0)
     )
-    application = build_application(token, handlers, base_url=settings.api_url)
+    application = build_application(
+        token, handlers, base_url=settings.api_url, background=background
+    )
     try:
         app.run(application, webhook)
     except InvalidToken as error:
@@ -700,6 +956,13 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     'queries.jsonl lines {{"question", "relevant": {{id: grade}}}}, format b is articles '
     'plus questions.jsonl lines {{"question", "answer"}}',
     JudgedFilesError: "see newsqa eval --help",
+    errors.UnsafeAddressError: "fetch only public http(s) addresses, or pass "
+    "--allow-private-fetch for a server you trust",
+    errors.FetchError: "check the address in a browser, or try again later",
+    errors.NotAnArticleError: "give the address of the article's own HTML page, or save its "
+    "text as a .txt file in {data}",
+    errors.NotAFeedError: "give the address of the RSS or Atom feed itself (often /feed or "
+    "/rss.xml), or remove it with: newsqa feeds remove URL",
 }
 
 
@@ -709,7 +972,12 @@ def reported_errors(data_dir: Path, model: str, store: str | None = None) -> Ite
     try:
         yield
     except errors.NewsqaError as error:
-        fix = _FIXES.get(type(error), "").format(
-            data=data_dir, model=model, store=f" --store {redact_url(store)}" if store else ""
-        )
-        raise click.ClickException(f"{error}; {fix}") from error
+        raise click.ClickException(explain(error, data_dir, model, store)) from error
+
+
+def explain(error: errors.NewsqaError, data_dir: Path, model: str, store: str | None) -> str:
+    """The error's sentence and its fix."""
+    fix = _FIXES.get(type(error), "").format(
+        data=data_dir, model=model, store=f" --store {redact_url(store)}" if store else ""
+    )
+    return f"{error}; {fix}"
