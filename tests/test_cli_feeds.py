@@ -1,0 +1,164 @@
+"""`newsqa add`, `newsqa feeds` and `newsqa watch` through real click parsing, and a watched
+article answered by `newsqa ask` and by the bot's service without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot import cli
+from bot.cli import main
+from bot.feeds import FEEDS_FILE, Feed, Watcher, save_feeds
+from bot.fetching import Fetcher, FetchPolicy
+from bot.pages import PageAdder
+from bot.service import QAService
+from embeddings.articles import read_articles
+from embeddings.build import build_index
+from embeddings.collection import ADDED_FILE, Collection
+from embeddings.decision import Thresholds
+from embeddings.encoder import DEFAULT_MODEL
+from tests.conftest import FakeEncoder
+from tests.news_site import ARTICLES, NewsSite, article_page
+
+QUESTION = "How much did the harbour bridge repairs cost?"
+
+
+@pytest.fixture(autouse=True)
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexes and questions use the fake encoder under the default model's name."""
+    monkeypatch.setenv("NEWSQA_BACKEND", "torch")
+    monkeypatch.setattr(cli, "make_encoder", lambda *args, **kwargs: FakeEncoder(DEFAULT_MODEL))
+
+
+@pytest.fixture
+def site() -> Iterator[NewsSite]:
+    server = NewsSite()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def folders(data_dir: Path, tmp_path: Path) -> list[str]:
+    """The --data and --index options of a folder holding the seed article."""
+    return ["--data", str(data_dir), "--index", str(tmp_path / "index")]
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def _ask(folders: list[str], question: str = QUESTION) -> dict:  # type: ignore[type-arg]
+    code, output = _invoke("ask", "--json", "--no-rerank", "--min-score", "0", *folders, question)
+    assert code == 0, output
+    return json.loads(output)  # type: ignore[no-any-return]
+
+
+def test_add_stores_the_page_and_ask_answers_from_it(
+    site: NewsSite, folders: list[str], data_dir: Path
+) -> None:
+    """`newsqa add URL` stores one line, says where the date came from, updates the index,
+    and the next `ask` quotes the page."""
+    url = site.url("/articles/harbour-bridge.html")
+    code, output = _invoke("add", "--allow-private-fetch", *folders, url)
+    assert code == 0, output
+    assert f'Added "{ARTICLES[0].title}" ({url}), dated 2024-05-14 from the page' in output
+    assert "Indexed 2 articles" in output
+    assert "184 million euros" in _ask(folders)["hits"][0]["text"]
+    code, output = _invoke("add", "--allow-private-fetch", *folders, url)
+    assert code == 0 and f"Already present: {url}" in output
+    assert len((data_dir / ADDED_FILE).read_text().splitlines()) == 1
+
+
+def test_add_a_saved_html_file_dates_it_at_the_fetch(
+    tmp_path: Path, folders: list[str], data_dir: Path
+) -> None:
+    """A saved page without a date is added, dated when it was added, and says so."""
+    page = tmp_path / "saved.html"
+    undated = ARTICLES[1].__class__("x", ARTICLES[1].title, "", ARTICLES[1].paragraphs)
+    page.write_text(article_page(undated, "https://example.org/x"))
+    code, output = _invoke("add", *folders, str(page))
+    assert code == 0, output
+    assert "from fetch time (the page gives no date)" in output
+    assert [a.title for a in read_articles(data_dir).articles][-1] == ARTICLES[1].title
+
+
+def test_add_refuses_a_private_address_and_names_the_flag(
+    site: NewsSite, folders: list[str]
+) -> None:
+    """Without --allow-private-fetch a local address is refused, naming the option; the other
+    sources are still added and the exit code says one failed."""
+    refused = site.url("/articles/harbour-bridge.html")
+    code, output = _invoke("add", *folders, refused, "ftp://example.org/x")
+    assert code == 1
+    assert "which is not public; fetch only public http(s) addresses, or pass " in output
+    assert "--allow-private-fetch" in output and "2 of 2 could not be added" in output
+    assert site.requests == []
+
+
+def test_feeds_add_list_remove(data_dir: Path) -> None:
+    """Feeds are listed in data/feeds.json: added once, listed, removed; bad input is named."""
+    feed = "https://news.example/rss.xml"
+    assert _invoke("feeds", "add", "--data", str(data_dir), feed)[0] == 0
+    code, output = _invoke("feeds", "add", "--data", str(data_dir), feed)
+    assert code == 0 and "Already watching" in output
+    assert _invoke("feeds", "list", "--data", str(data_dir)) == (0, feed + "\n")
+    code, output = _invoke("feeds", "add", "--data", str(data_dir), "news.example/rss")
+    assert code == 2 and "is not an http(s) address" in output
+    assert _invoke("feeds", "remove", "--data", str(data_dir), feed)[0] == 0
+    code, output = _invoke("feeds", "remove", "--data", str(data_dir), feed)
+    assert code == 1 and "is not watched; see: newsqa feeds list" in output
+    assert _invoke("feeds", "list", "--data", str(data_dir)) == (0, "")
+
+
+def test_watch_once_delivers_a_new_article_that_ask_answers(
+    site: NewsSite, folders: list[str], data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`newsqa watch --once` polls the feed, logs, stores and indexes its articles; `ask`
+    answers from them."""
+    site.publish(ARTICLES[0], ARTICLES[2])
+    assert _invoke("feeds", "add", "--data", str(data_dir), site.url("/atom.xml"))[0] == 0
+    code, output = _invoke("watch", "--once", "--allow-private-fetch", *folders)
+    assert code == 0, output
+    assert "Indexed 3 articles" in output
+    added = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Added")]
+    assert len(added) == 2
+    assert "184 million euros" in _ask(folders)["hits"][0]["text"]
+
+
+async def test_the_bot_service_answers_from_a_watched_article_without_restarting(
+    site: NewsSite, data_dir: Path, tmp_path: Path
+) -> None:
+    """The running service answers from the index the watcher rebuilt, at its next question."""
+    encoder, index = FakeEncoder(DEFAULT_MODEL), tmp_path / "index"
+    build_index(read_articles(data_dir).articles, encoder, index)
+    service = QAService(index, encoder, thresholds=Thresholds(None, 0.0, 0.0))
+    before = await service.rank(QUESTION)
+    assert all("184 million" not in hit.passage.text for hit in before.hits)
+
+    def rebuild() -> None:
+        build_index(read_articles(data_dir).articles, encoder, index)
+
+    site.publish(ARTICLES[0])
+    save_feeds(data_dir / FEEDS_FILE, [Feed(site.url("/rss.xml"))])
+    fetcher = Fetcher(FetchPolicy(allow_private=True))
+    watcher = Watcher(data_dir / FEEDS_FILE, PageAdder(Collection(data_dir), fetcher), rebuild)
+    task = asyncio.create_task(watcher.run())
+    try:
+        for _ in range(100):
+            if (data_dir / ADDED_FILE).exists() and service.location.current() != (
+                service.index.generation
+            ):
+                break
+            await asyncio.sleep(0.05)
+        after = await service.rank(QUESTION)
+    finally:
+        task.cancel()
+        await fetcher.aclose()
+    assert "184 million euros" in after.hits[0].passage.text
