@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ class PageAdder:
         if media_type and media_type not in _HTML_TYPES:
             raise NotAnArticleError(f"{url} is {media_type}, not an HTML page")
         html = response.body.decode(_charset(response.content_type), errors="replace")
-        return self.collection.add(extract_article(html, response.url, self.clock()))
+        # Extraction takes a CPU for a moment: off the event loop, which may be the bot's.
+        article = await asyncio.to_thread(extract_article, html, response.url, self.clock())
+        return self.collection.add(article)
 
     def add_file(self, path: Path) -> Addition:
         """Add the article in a saved HTML page; its date falls back to the time it is added."""

@@ -12,9 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from bot import cli
+from bot.app import build_application
 from bot.cli import main
 from bot.feeds import FEEDS_FILE, Feed, Watcher, save_feeds
 from bot.fetching import Fetcher, FetchPolicy
+from bot.handlers import Handlers
 from bot.pages import PageAdder
 from bot.service import QAService
 from embeddings.articles import read_articles
@@ -24,8 +26,10 @@ from embeddings.decision import Thresholds
 from embeddings.encoder import DEFAULT_MODEL
 from tests.conftest import FakeEncoder
 from tests.news_site import ARTICLES, NewsSite, article_page
+from tests.telegram_server import TelegramServer
 
 QUESTION = "How much did the harbour bridge repairs cost?"
+ALICE = 1001
 
 
 @pytest.fixture(autouse=True)
@@ -162,3 +166,50 @@ async def test_the_bot_service_answers_from_a_watched_article_without_restarting
         task.cancel()
         await fetcher.aclose()
     assert "184 million euros" in after.hits[0].passage.text
+
+
+async def test_the_bot_with_a_watcher_beside_it_answers_a_new_article(
+    site: NewsSite, data_dir: Path, tmp_path: Path
+) -> None:
+    """The real application runs the watcher as its background task (as `run --watch` does):
+    an article published on the site is answered in Telegram, and stopping ends the watcher."""
+    encoder, index = FakeEncoder(), tmp_path / "index"
+    build_index(read_articles(data_dir).articles, encoder, index)
+    save_feeds(data_dir / FEEDS_FILE, [Feed(site.url("/rss.xml"))])
+    site.publish(ARTICLES[0])
+    fetcher = Fetcher(FetchPolicy(allow_private=True))
+    adder = PageAdder(Collection(data_dir), fetcher)
+    rebuilds: list[float] = []
+
+    def rebuild() -> None:
+        build_index(read_articles(data_dir).articles, encoder, index)
+        rebuilds.append(1.0)
+
+    watcher = Watcher(data_dir / FEEDS_FILE, adder, rebuild, interval=0.1)
+    service = QAService(index, encoder, thresholds=Thresholds(None, 0.1))
+    async with TelegramServer() as server:
+        application = build_application(
+            server.token, Handlers(service), base_url=server.base_url, background=watcher.run
+        )
+        await application.initialize()
+        assert application.post_init is not None and application.post_stop is not None
+        await application.post_init(application)
+        await application.start()
+        assert application.updater is not None
+        await application.updater.start_polling(poll_interval=0.0, timeout=1)
+        try:
+            for _ in range(100):
+                if rebuilds:
+                    break
+                await asyncio.sleep(0.05)
+            server.user_message(ALICE, QUESTION)
+            (reply,) = await server.wait_for_messages(ALICE, 1, timeout=10)
+        finally:
+            await application.updater.stop()
+            await application.stop()
+            await application.post_stop(application)
+            await application.shutdown()
+            await fetcher.aclose()
+    assert reply.text.startswith(f"1. {ARTICLES[0].title}")
+    assert "184 million euros" in reply.text
+    assert not [task for task in asyncio.all_tasks() if task.get_name() == "background"]
