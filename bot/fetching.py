@@ -8,7 +8,8 @@ import ipaddress
 import socket
 from collections import defaultdict
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -66,19 +67,23 @@ class Fetcher:
 
     async def _get_once(self, url: str, headers: dict[str, str]) -> Response | str:
         """The response, or the address a redirect points to."""
-        host = await check_address(url, self.policy.allow_private)
-        async with self._hosts[host]:
+        address = await check_address(url, self.policy.allow_private)
+        async with self._hosts[urlsplit(url).hostname or ""]:
             try:
                 async with asyncio.timeout(self.policy.timeout):
-                    return await self._request(url, headers)
+                    return await self._request(url, headers, address)
             except TimeoutError as error:
                 seconds = self.policy.timeout
                 raise FetchError(f"{url} did not answer within {seconds:g} s") from error
             except httpx.HTTPError as error:
                 raise FetchError(f"{url} could not be fetched ({error!r})") from error
 
-    async def _request(self, url: str, headers: dict[str, str]) -> Response | str:
-        async with self.client.stream("GET", url, headers=headers) as response:
+    async def _request(
+        self, url: str, headers: dict[str, str], address: str | None
+    ) -> Response | str:
+        target, headers, extensions = _pinned(url, headers, address)
+        request = self.client.stream("GET", target, headers=headers, extensions=extensions)
+        async with request as response:
             if response.is_redirect and "location" in response.headers:
                 return urljoin(url, response.headers["location"])
             if response.status_code >= 400:
@@ -110,16 +115,17 @@ class Fetcher:
         await self.client.aclose()
 
 
-async def check_address(url: str, allow_private: bool) -> str:
-    """The host of `url` when it may be fetched: http(s), and unless `allow_private`, every
-    address the host resolves to is public (no loopback, private, link-local, multicast or
-    reserved address, so a page cannot make the server fetch from inside its network)."""
+async def check_address(url: str, allow_private: bool) -> str | None:
+    """The address to connect to for `url` when it may be fetched: http(s), and unless
+    `allow_private`, every address the host resolves to is public (no loopback, private,
+    link-local, multicast or reserved address, so a page cannot make the server fetch from
+    inside its network). None with `allow_private`: the host is resolved as usual."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeAddressError(f"{url} is not an http(s) address")
     host = parts.hostname
     if allow_private:
-        return host
+        return None
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError as error:
@@ -128,7 +134,23 @@ async def check_address(url: str, allow_private: bool) -> str:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if not _public(address):
             raise UnsafeAddressError(f"{url} resolves to {address}, which is not public")
-    return host
+    return str(infos[0][4][0])
+
+
+def _pinned(
+    url: str, headers: dict[str, str], address: str | None
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The request for `url` sent to the checked `address`, with the host's name in the Host
+    header and for TLS: resolving the name again could give an address never checked."""
+    if address is None:
+        return url, headers, {}
+    parts = urlsplit(url)
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    target = urlunsplit(parts._replace(netloc=netloc))
+    return target, {**headers, "Host": host}, {"sni_hostname": parts.hostname}
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

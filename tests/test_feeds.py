@@ -3,13 +3,17 @@ dedup, every fault logged in one line without stopping the watcher, and refused 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot import fetching
 from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
 from bot.fetching import Fetcher, FetchPolicy, check_address
 from bot.pages import PageAdder
@@ -113,6 +117,29 @@ async def test_a_redirect_to_a_refused_address_is_not_followed(site: NewsSite) -
     with pytest.raises(UnsafeAddressError):
         await fetcher.get(site.url("/go"))
     await fetcher.aclose()
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(
+    site: NewsSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name is resolved once, checked, and the request sent to that address with the name
+    only in the Host header: a second DNS answer cannot point the fetch elsewhere."""
+    loop, port = asyncio.get_running_loop(), site.server.server_address[1]
+    original, lookups = loop.getaddrinfo, []
+
+    async def resolve(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host != "news.test":
+            return await original(host, *args, **kwargs)
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+    monkeypatch.setattr(fetching, "_public", lambda address: True)  # as if 127.0.0.1 were public
+    client = Fetcher()
+    response = await client.get(f"http://news.test:{port}/articles/harbour-bridge.html")
+    await client.aclose()
+    assert response.status == 200 and lookups == ["news.test"]
+    assert site.requests[-1].headers["Host"] == f"news.test:{port}"
 
 
 FAULTS = [
