@@ -963,6 +963,7 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     "text as a .txt file in {data}",
     errors.NotAFeedError: "give the address of the RSS or Atom feed itself (often /feed or "
     "/rss.xml), or remove it with: newsqa feeds remove URL",
+    errors.FeedListError: "repair or delete it, then add the feeds again with: newsqa feeds add",
 }
 
 

@@ -25,6 +25,7 @@ from bot.fetching import Fetcher
 from bot.pages import PageAdder
 from embeddings.collection import Outcome
 from embeddings.errors import (
+    FeedListError,
     FetchError,
     NewsqaError,
     NotAFeedError,
@@ -63,7 +64,7 @@ def load_feeds(path: Path) -> list[Feed]:
         records: Any = json.loads(path.read_text(encoding="utf-8"))["feeds"]
         return [Feed(**record) for record in records]
     except (ValueError, KeyError, TypeError) as error:
-        raise NotAFeedError(f"The feed list {path} is damaged ({error})") from error
+        raise FeedListError(f"The feed list {path} is damaged ({error})") from error
 
 
 def save_feeds(path: Path, feeds: list[Feed]) -> None:

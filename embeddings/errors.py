@@ -81,3 +81,7 @@ class NotAnArticleError(NewsqaError):
 
 class NotAFeedError(NewsqaError):
     """A feed address answered with something that is not an RSS or Atom feed."""
+
+
+class FeedListError(NewsqaError):
+    """The file listing the watched feeds cannot be read."""

@@ -121,6 +121,14 @@ def test_feeds_add_list_remove(data_dir: Path) -> None:
     assert _invoke("feeds", "list", "--data", str(data_dir)) == (0, "")
 
 
+def test_a_damaged_feed_list_is_named_with_the_fix(data_dir: Path) -> None:
+    """A feeds.json that is not the list is one error naming the file and what to do."""
+    (data_dir / FEEDS_FILE).write_text("{not json")
+    code, output = _invoke("feeds", "list", "--data", str(data_dir))
+    assert code == 1 and f"{data_dir / FEEDS_FILE} is damaged" in output
+    assert "then add the feeds again with: newsqa feeds add" in output
+
+
 def test_watch_once_delivers_a_new_article_that_ask_answers(
     site: NewsSite, folders: list[str], data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
