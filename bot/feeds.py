@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 FEEDS_FILE = "feeds.json"
 # Entry addresses remembered per feed: more than any feed lists at once.
 _REMEMBERED = 2000
+# Rounds an entry's page may fail before it is given up (a page gone for good stays gone).
+MAX_TRIES = 5
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Watcher:
     _stale: bool = False  # articles were added that no build has indexed yet
     # The ETag and Last-Modified of each feed's answer this round, kept once its entries are in.
     _validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    _tries: dict[str, int] = field(default_factory=dict)  # failed rounds per entry address
 
     @property
     def fetcher(self) -> Fetcher:
@@ -144,11 +147,12 @@ class Watcher:
         if response.status == 304:
             log.debug("Feed %s is unchanged", feed.url)
             return []
-        parsed = feedparser.parse(response.body)
+        # Parsing a large feed takes a moment: off the event loop, which may be the bot's.
+        parsed = await asyncio.to_thread(feedparser.parse, response.body)
         if not parsed.get("version"):
             raise NotAFeedError(f"{feed.url} is not an RSS or Atom feed")
         self._validators[feed.url] = (response.etag, response.last_modified)
-        links = (urljoin(response.url, entry.get("link", "")) for entry in parsed.entries)
+        links = (urljoin(response.url, e["link"]) for e in parsed.entries if e.get("link"))
         return [link for link in dict.fromkeys(links) if link not in feed.done]
 
     async def _add(self, feed: Feed, link: str) -> bool | None:
@@ -161,11 +165,21 @@ class Watcher:
             feed.done.append(link)
             return False
         except FetchError as error:
-            log.warning("Entry of %s not fetched, trying again next round: %s", feed.url, error)
-            return None
+            return self._failed_entry(feed, link, error)
         log.info("%s (from %s)", addition, feed.url)
         feed.done.append(link)
         return addition.outcome is Outcome.ADDED
+
+    def _failed_entry(self, feed: Feed, link: str, error: FetchError) -> bool | None:
+        """None (try again next round), or False once the page has failed `MAX_TRIES` rounds."""
+        tries = self._tries[link] = self._tries.get(link, 0) + 1
+        if tries < MAX_TRIES:
+            log.warning("Entry of %s not fetched, trying again next round: %s", feed.url, error)
+            return None
+        log.warning("Gave up on an entry of %s after %d tries: %s", feed.url, tries, error)
+        del self._tries[link]
+        feed.done.append(link)
+        return False
 
     def _failed(self, feed: Feed, error: NewsqaError) -> None:
         backoff = self._backoff[feed.url]

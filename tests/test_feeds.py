@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot import fetching
-from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
+from bot.feeds import FEEDS_FILE, MAX_TRIES, Feed, Watcher, load_feeds, save_feeds
 from bot.fetching import Fetcher, FetchPolicy, check_address
 from bot.pages import PageAdder
 from embeddings.articles import read_articles
@@ -342,3 +342,19 @@ async def test_a_page_that_fails_is_fetched_again_next_round(
     assert await watcher.poll() == 1
     assert "If-None-Match" not in site.hits("/rss.xml")[1].headers
     assert _stored(tmp_path) == [ARTICLES[1].title]
+
+
+async def test_a_page_gone_for_good_is_given_up_after_some_rounds(
+    site: NewsSite, fetcher: Fetcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An entry whose page keeps failing is tried `MAX_TRIES` rounds, then given up with one
+    line saying so, and the feed's ETag is kept again."""
+    site.publish(ARTICLES[1])
+    site.routes["/articles/orchard-frost.html"] = Route(b"gone", 404, "text/plain")
+    watcher = _watcher(tmp_path, fetcher, site.url("/rss.xml"))
+    with caplog.at_level(logging.INFO, logger="bot.feeds"):
+        for _ in range(MAX_TRIES + 2):
+            await watcher.poll()
+    assert len(site.hits("/articles/orchard-frost.html")) == MAX_TRIES
+    assert sum("Gave up" in r.getMessage() for r in caplog.records) == 1
+    assert "If-None-Match" in site.hits("/rss.xml")[-1].headers
