@@ -116,6 +116,7 @@ class Watcher:
     async def poll(self) -> int:
         """One round over the feeds that are due; how many articles it added."""
         feeds = load_feeds(self.feeds_file)
+        self.adder.collection.refresh()
         now = self.clock()
         due = [f for f in feeds if self._backoff.setdefault(f.url, _Backoff()).next_poll <= now]
         added = sum(await asyncio.gather(*(self._poll_feed(feed) for feed in due)))

@@ -81,7 +81,7 @@ class _BadArticleError(Exception):
 def read_articles(folder: Path) -> ReadResult:
     """Read every article file below `folder`, in a stable (sorted) order."""
     result = ReadResult()
-    for path in _article_files(folder):
+    for path in article_files(folder):
         relative = path.relative_to(folder).as_posix()
         try:
             if path.suffix.lower() == JSONL_SUFFIX:
@@ -93,7 +93,7 @@ def read_articles(folder: Path) -> ReadResult:
     return result
 
 
-def _article_files(folder: Path) -> Iterator[Path]:
+def article_files(folder: Path) -> Iterator[Path]:
     """Files below `folder` with a known suffix; hidden files and folders are ignored."""
     suffixes = TEXT_SUFFIXES | {JSONL_SUFFIX}
     for path in sorted(folder.rglob("*")):

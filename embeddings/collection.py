@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from embeddings.articles import read_articles
+from embeddings.articles import article_files, read_articles
 from embeddings.webpages import WebArticle, canonical_url, text_fingerprint
 
 ADDED_FILE = "added.jsonl"
@@ -46,10 +46,22 @@ class Collection:
     articles are appended to."""
 
     def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
         self.path = data_dir / ADDED_FILE
-        articles = read_articles(data_dir).articles if data_dir.is_dir() else []
+        self._urls: set[str] = set()
+        self._texts: dict[str, str] = {}
+        self._signature: frozenset[tuple[str, int, int]] | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the folder again if its files changed since (another process may add)."""
+        signature = _signature(self.data_dir)
+        if signature == self._signature:
+            return
+        articles = read_articles(self.data_dir).articles if self.data_dir.is_dir() else []
         self._urls = {canonical_url(a.url) for a in articles if a.url}
         self._texts = {text_fingerprint(a.text): a.url or a.title for a in articles}
+        self._signature = signature
 
     def knows(self, url: str) -> bool:
         """Whether an article from `url` is in the folder (checked before fetching it)."""
@@ -65,6 +77,7 @@ class Collection:
             message = f"Duplicate: {where} has the same text as {same_text}; not added"
             return Addition(Outcome.DUPLICATE, message)
         self._append(article)
+        self._signature = _signature(self.data_dir)  # this line is known: no need to reread
         if article.url:
             self._urls.add(article.url)
         self._texts[article.fingerprint] = where
@@ -98,3 +111,11 @@ def _ends_mid_line(path: Path) -> bool:
             return file.read(1) != b"\n"
     except OSError:  # no file yet, or an empty one
         return False
+
+
+def _signature(folder: Path) -> frozenset[tuple[str, int, int]]:
+    """The name, size and time of change of every article file below `folder`."""
+    if not folder.is_dir():
+        return frozenset()
+    stats = ((path, path.stat()) for path in article_files(folder))
+    return frozenset((str(path), stat.st_size, stat.st_mtime_ns) for path, stat in stats)

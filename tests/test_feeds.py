@@ -17,6 +17,7 @@ from bot import fetching
 from bot.feeds import FEEDS_FILE, MAX_TRIES, Feed, Watcher, load_feeds, save_feeds
 from bot.fetching import Fetcher, FetchPolicy, check_address
 from bot.pages import PageAdder
+from embeddings import collection
 from embeddings.articles import read_articles
 from embeddings.collection import ADDED_FILE, Collection
 from embeddings.errors import FetchError, NotAnArticleError, UnsafeAddressError
@@ -358,3 +359,31 @@ async def test_a_page_gone_for_good_is_given_up_after_some_rounds(
     assert len(site.hits("/articles/orchard-frost.html")) == MAX_TRIES
     assert sum("Gave up" in r.getMessage() for r in caplog.records) == 1
     assert "If-None-Match" in site.hits("/rss.xml")[-1].headers
+
+
+async def test_an_article_added_by_another_process_is_present_for_the_watcher(
+    site: NewsSite, fetcher: Fetcher, tmp_path: Path
+) -> None:
+    """`newsqa add` while `watch` runs: the watcher sees the folder changed and does not fetch
+    or store that article again."""
+    watcher = _watcher(tmp_path, fetcher, site.url("/rss.xml"))
+    other = PageAdder(Collection(tmp_path), fetcher)
+    await other.add_url(site.url("/articles/orchard-frost.html"))
+    site.publish(ARTICLES[1])
+    assert await watcher.poll() == 0
+    assert len(site.hits("/articles/orchard-frost.html")) == 1
+    assert len((tmp_path / ADDED_FILE).read_text().splitlines()) == 1
+
+
+async def test_the_watcher_reads_the_folder_again_only_when_articles_change(
+    site: NewsSite, fetcher: Fetcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rounds that change only feeds.json, or only add the watcher's own lines, read no
+    article file again: a large archive is not reread every few minutes."""
+    site.publish(ARTICLES[0])
+    watcher = _watcher(tmp_path, fetcher, site.url("/rss.xml"))
+    reads = []
+    monkeypatch.setattr(collection, "read_articles", lambda folder: reads.append(folder))
+    for _ in range(3):
+        await watcher.poll()
+    assert reads == []
