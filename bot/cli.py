@@ -533,7 +533,7 @@ async def _add_one(adder: PageAdder, source: str) -> Addition:
 def _add_file(adder: PageAdder, source: str) -> Addition:
     path = Path(source)
     if not path.is_file():
-        raise errors.FetchError(f"{source} is neither an http(s) address nor a file")
+        raise errors.NotAnArticleError(f"{source} is neither an http(s) address nor a file")
     return adder.add_file(path)
 
 

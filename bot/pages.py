@@ -44,7 +44,10 @@ class PageAdder:
 
     def add_file(self, path: Path) -> Addition:
         """Add the article in a saved HTML page; its date falls back to the time it is added."""
-        html = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            html = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise NotAnArticleError(f"{path} cannot be read ({error.strerror})") from error
         return self.collection.add(extract_article(html, None, self.clock()))
 
 

@@ -106,6 +106,22 @@ def test_add_refuses_a_private_address_and_names_the_flag(
     assert site.requests == []
 
 
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("no-such-page.html", "no-such-page.html is neither an http(s) address nor a file; give"),
+        ("ftp://example.org/a", "is not an http(s) address; fetch only public http(s) addresses"),
+        ("http://169.254.169.254/latest", "169.254.169.254, which is not public; fetch only"),
+    ],
+)
+def test_add_names_each_bad_source_and_the_fix(
+    folders: list[str], source: str, message: str
+) -> None:
+    """A source that cannot be added is one line naming it and the fix; exit code 1."""
+    code, output = _invoke("add", *folders, source)
+    assert code == 1 and message in output and "Traceback" not in output
+
+
 def test_feeds_add_list_remove(data_dir: Path) -> None:
     """Feeds are listed in data/feeds.json: added once, listed, removed; bad input is named."""
     feed = "https://news.example/rss.xml"
