@@ -15,7 +15,7 @@ import httpx
 
 from embeddings.errors import FetchError, UnsafeAddressError
 
-USER_AGENT = "newsqa (+https://github.com/newsqa)"
+USER_AGENT = "newsqa/0.1 (feed reader)"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ class PageAdder:
         media_type = response.content_type.split(";")[0].strip().lower()
         if media_type and media_type not in _HTML_TYPES:
             raise NotAnArticleError(f"{url} is {media_type}, not an HTML page")
-        html = response.body.decode(_charset(response.content_type), errors="replace")
+        charset = _charset(response.content_type)
+        # Without a charset in the header, trafilatura reads the page's own <meta charset>.
+        html = response.body.decode(charset, errors="replace") if charset else response.body
         # Extraction takes a CPU for a moment: off the event loop, which may be the bot's.
         article = await asyncio.to_thread(extract_article, html, response.url, self.clock())
         return self.collection.add(article)
@@ -51,8 +53,8 @@ class PageAdder:
         return self.collection.add(extract_article(html, None, self.clock()))
 
 
-def _charset(content_type: str) -> str:
-    """The charset a Content-Type names, if Python knows it, else UTF-8."""
+def _charset(content_type: str) -> str | None:
+    """The charset a Content-Type names, if Python knows it."""
     for parameter in content_type.split(";")[1:]:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset":
@@ -62,4 +64,4 @@ def _charset(content_type: str) -> str:
             except LookupError:
                 break
             return charset
-    return "utf-8"
+    return None

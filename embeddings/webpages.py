@@ -47,8 +47,9 @@ def text_fingerprint(text: str) -> str:
     return hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()
 
 
-def extract_article(html: str, url: str | None, fetched_at: dt.datetime) -> WebArticle:
-    """The article in `html` (fetched from `url` at `fetched_at`, an aware time)."""
+def extract_article(html: str | bytes, url: str | None, fetched_at: dt.datetime) -> WebArticle:
+    """The article in `html` (fetched from `url` at `fetched_at`, an aware time); bytes are
+    decoded by the page's own charset declaration."""
     where = url or "the page"
     document = trafilatura.bare_extraction(
         html,

@@ -175,6 +175,21 @@ async def test_a_page_that_is_not_html_is_refused(
         await PageAdder(Collection(tmp_path), fetcher).add_url(site.url("/photo.png"))
 
 
+@pytest.mark.parametrize(
+    "content_type", ["text/html", "text/html; charset=iso-8859-1"], ids=["meta", "header"]
+)
+async def test_a_page_in_another_charset_is_read_by_its_declaration(
+    site: NewsSite, fetcher: Fetcher, tmp_path: Path, content_type: str
+) -> None:
+    """A Latin-1 page is decoded by its Content-Type, else by its own <meta charset>."""
+    cafe = SiteArticle("cafe", "Café Müller reopens", "2024-03-01", ARTICLES[1].paragraphs)
+    url = site.page(cafe)
+    page = site.routes["/articles/cafe.html"].body.decode().replace("utf-8", "iso-8859-1")
+    site.routes["/articles/cafe.html"] = Route(page.encode("latin-1"), content_type=content_type)
+    await PageAdder(Collection(tmp_path), fetcher).add_url(url)
+    assert _stored(tmp_path) == ["Café Müller reopens"]
+
+
 async def test_a_present_address_is_not_fetched_again(
     site: NewsSite, fetcher: Fetcher, tmp_path: Path
 ) -> None:
