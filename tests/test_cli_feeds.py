@@ -237,3 +237,9 @@ async def test_the_bot_with_a_watcher_beside_it_answers_a_new_article(
     assert reply.text.startswith(f"1. {ARTICLES[0].title}")
     assert "184 million euros" in reply.text
     assert not [task for task in asyncio.all_tasks() if task.get_name() == "background"]
+
+
+def test_run_watch_needs_the_bot(folders: list[str]) -> None:
+    """`run --watch` without a token is a usage error: the watcher runs beside the bot."""
+    code, output = _invoke("run", "--watch", *folders)
+    assert code == 2 and "--watch runs beside the bot: set TELEGRAM_BOT_TOKEN" in output
