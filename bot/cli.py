@@ -24,9 +24,9 @@ from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
 from bot.fetching import Fetcher, FetchPolicy
 from bot.handlers import Handlers
 from bot.logs import configure_logging, redact
-from bot.memory import RateLimiter
+from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.pages import PageAdder
-from bot.service import QAService
+from bot.service import QAService, Ranking
 from bot.terminal import answer_blocks, results_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
@@ -441,7 +441,8 @@ def bot_command(
     with reported_errors(data_dir, model, store):
         decision = DecisionSettings.pop(settings)
         encoder = question_encoder(model, backend, index_dir, store)
-        serve(token, location_of(index_dir, store), encoder, decision, BotSettings(**settings))
+        location = location_of(index_dir, store)
+        serve(token, location, encoder, decision, BotSettings(**settings), store)
 
 
 def fetch_options(function: F) -> F:
@@ -703,7 +704,7 @@ def run(
                 _watching(data_dir, index_dir, store, model_encoder, watching) if watch else None
             )
             bot = BotSettings(**settings)
-            serve(token, location, model_encoder, decision, bot, background=background)
+            serve(token, location, model_encoder, decision, bot, store, background=background)
             return
         click.echo(f'Ask a question about the articles, e.g. "{SAMPLE_QUESTION}"', err=True)
         converse(open_searcher(location, model_encoder, decision), 3)
@@ -802,16 +803,29 @@ class BotSettings:
         return Webhook(self.webhook_url, secret, self.webhook_listen, self.webhook_port)
 
 
+def memory_for(store: str | None, rate_limit: int) -> tuple[Limiter, Keeper[Ranking]]:
+    """Rate limits and button state: in the database `store`, where every replica of the bot
+    shares them, else in this process."""
+    if store is None:
+        return RateLimiter(rate_limit, window=60.0), ExpiringStore()
+    from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
+
+    database = SharedDatabase(store)
+    return DatabaseRateLimiter(database, rate_limit, window=60.0), DatabaseButtons(database)
+
+
 def serve(
     token: str,
     location: StoreLocation,
     encoder: Encoder,
     decision: DecisionSettings,
     settings: BotSettings,
+    store: str | None = None,
     *,
     background: Background | None = None,
 ) -> None:
     """Run the bot until SIGINT/SIGTERM; the token never reaches the logs or the terminal.
+    With the database `store`, replicas of the bot share their button state and rate limits;
     `background` (the feed watcher) runs beside it."""
     redact(token)
     webhook = settings.webhook()
@@ -824,9 +838,8 @@ def serve(
         reranker=decision.reranker(),
         thresholds=decision.thresholds(),
     )
-    handlers = Handlers(
-        service, settings.allowed_chats, RateLimiter(settings.rate_limit, window=60.0)
-    )
+    limiter, buttons = memory_for(store, settings.rate_limit)
+    handlers = Handlers(service, settings.allowed_chats, limiter, buttons)
     application = build_application(
         token, handlers, base_url=settings.api_url, background=background
     )

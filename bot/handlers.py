@@ -18,7 +18,7 @@ from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import TelegramError, TimedOut
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from bot.memory import ExpiringStore, RateLimiter
+from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.messages import language_of, say
 from bot.replies import TITLE_LENGTH, answers_message, article_messages, format_date, shorten
 from bot.service import QAService, Ranking
@@ -36,8 +36,8 @@ class Handlers:
 
     service: QAService
     allowed_chats: frozenset[int] = frozenset()
-    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window=60))
-    pages: ExpiringStore[Ranking] = field(default_factory=ExpiringStore)
+    limiter: Limiter = field(default_factory=lambda: RateLimiter(limit=10, window=60))
+    pages: Keeper[Ranking] = field(default_factory=ExpiringStore)
 
     async def gatekeeper(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Stop updates from chats outside the allowed list, with a short refusal."""
@@ -114,7 +114,7 @@ class Handlers:
         query = update.callback_query
         assert query is not None and query.data is not None
         _, key, number = query.data.split(":")
-        ranking = self.pages.get(key)
+        ranking = await self.pages.get(key)
         if ranking is None or not isinstance(query.message, Message):
             await query.answer(say("expired", _language(update.effective_user)))
             return None
@@ -140,7 +140,7 @@ class Handlers:
         """Rate-limit, search off the event loop, and reply with the first page of passages."""
         user_id = message.from_user.id if message.from_user else message.chat.id
         language = detect_language(question) if question.strip() else _language(message.from_user)
-        wait = self.limiter.retry_after(user_id)
+        wait = await self.limiter.retry_after(user_id)
         if wait > 0:
             await message.reply_text(say("too_many", language, seconds=max(1, round(wait))))
             return
@@ -157,7 +157,7 @@ class Handlers:
         if not ranking.hits:
             await message.reply_text(say("not_found", language))
             return
-        key = self.pages.put(ranking)
+        key = await self.pages.put(ranking)
         text, keyboard = await self._page(ranking, key, 0)
         await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
 

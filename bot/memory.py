@@ -1,7 +1,10 @@
-"""Small in-memory stores with bounds: answers behind inline buttons, and per-user rate limits.
+"""What the handlers remember between updates: answers behind inline buttons, and per-user
+rate limits. Here both live in this process, bounded; `bot.shared_memory` keeps them in the
+database instead, so that several replicas of the bot share them.
 
 Telegram's `callback_data` holds only 64 bytes, so a button carries a short key and the state it
-stands for (the ranked passages of one question) lives here, bounded in size and age.
+stands for (the ranked passages of one question) is kept under that key, bounded in size and age.
+The methods are coroutines so that either kind serves the handlers.
 """
 
 from __future__ import annotations
@@ -10,11 +13,36 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
 Clock = Callable[[], float]
+
+
+class Keeper(Protocol[T]):
+    """Values kept for a while under short keys."""
+
+    async def put(self, value: T) -> str:
+        """Keep `value` and return the short key that finds it again."""
+        ...
+
+    async def get(self, key: str) -> T | None:
+        """The value kept under `key`, or None once it has expired."""
+        ...
+
+
+class Limiter(Protocol):
+    """A budget of questions per user."""
+
+    async def retry_after(self, user_id: int) -> float:
+        """0 and the question counts if the user may ask now; else seconds until they may."""
+        ...
+
+
+def new_key() -> str:
+    """A short random key (8 characters) for a button's `callback_data`."""
+    return secrets.token_urlsafe(6)
 
 
 class ExpiringStore(Generic[T]):
@@ -26,15 +54,15 @@ class ExpiringStore(Generic[T]):
         self._ttl = ttl
         self._clock = clock
 
-    def put(self, value: T) -> str:
+    async def put(self, value: T) -> str:
         """Store `value` and return the short key that finds it again."""
-        key = secrets.token_urlsafe(6)
+        key = new_key()
         self._items[key] = (self._clock() + self._ttl, value)
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
         return key
 
-    def get(self, key: str) -> T | None:
+    async def get(self, key: str) -> T | None:
         """The value stored under `key`, or None once it has expired or been evicted."""
         item = self._items.get(key)
         if item is None or item[0] < self._clock():
@@ -55,7 +83,7 @@ class RateLimiter:
         self._clock = clock
         self._asked: dict[int, deque[float]] = {}
 
-    def retry_after(self, user_id: int) -> float:
+    async def retry_after(self, user_id: int) -> float:
         """0 and the question counts if the user may ask now; else seconds until they may."""
         if self._limit <= 0:
             return 0.0

@@ -16,6 +16,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from embeddings.catalog import ArticleEntry
 from embeddings.decision import DEFAULT_THRESHOLDS, Thresholds
@@ -47,6 +50,34 @@ class Ranking:
     def language(self) -> str:
         """The question's language, for the bot's own sentences."""
         return detect_language(self.question)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready record for another process; `from_json` reads it back.
+
+        The reranker's readings are left out (a sentence may score -inf, which JSON cannot
+        hold): a page read back has its passages read again, to the same result.
+        """
+        return {
+            "question": self.question,
+            "vector": [float(x) for x in self.query.vector],
+            "multilingual": self.query.multilingual,
+            "text": self.query.text,
+            "hits": [
+                {"passage": hit.passage.to_json(), "score": hit.score, "cosine": hit.cosine}
+                for hit in self.hits
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Ranking:
+        """The ranking a `to_json` record describes."""
+        vector = np.asarray(record["vector"], dtype=np.float32)
+        query = Query(vector, record["multilingual"], record["text"])
+        hits = [
+            Hit(Passage.from_json(hit["passage"]), hit["score"], hit["cosine"])
+            for hit in record["hits"]
+        ]
+        return cls(record["question"], query, hits)
 
 
 @dataclass(frozen=True)

@@ -15,40 +15,40 @@ class Clock:
         return self.now
 
 
-def test_stored_value_is_found_until_it_expires() -> None:
+async def test_stored_value_is_found_until_it_expires() -> None:
     """A value is returned by its key until `ttl` seconds have passed."""
     clock = Clock()
     store: ExpiringStore[str] = ExpiringStore(capacity=10, ttl=60, clock=clock)
-    key = store.put("answer")
+    key = await store.put("answer")
     assert len(key.encode()) <= 20
     clock.now += 59
-    assert store.get(key) == "answer"
+    assert await store.get(key) == "answer"
     clock.now += 2
-    assert store.get(key) is None
+    assert await store.get(key) is None
 
 
-def test_store_forgets_the_oldest_beyond_capacity() -> None:
+async def test_store_forgets_the_oldest_beyond_capacity() -> None:
     """The store never holds more than its capacity; the oldest go first."""
     store: ExpiringStore[int] = ExpiringStore(capacity=3, ttl=60)
-    keys = [store.put(i) for i in range(5)]
+    keys = [await store.put(i) for i in range(5)]
     assert len(store) == 3
-    assert [store.get(k) for k in keys] == [None, None, 2, 3, 4]
+    assert [await store.get(k) for k in keys] == [None, None, 2, 3, 4]
 
 
-def test_rate_limit_allows_the_limit_then_says_how_long_to_wait() -> None:
+async def test_rate_limit_allows_the_limit_then_says_how_long_to_wait() -> None:
     """The n+1st question in the window is refused with the seconds until one frees up."""
     clock = Clock()
     limiter = RateLimiter(limit=2, window=60, clock=clock)
-    assert limiter.retry_after(1) == 0
+    assert await limiter.retry_after(1) == 0
     clock.now += 10
-    assert limiter.retry_after(1) == 0
-    assert limiter.retry_after(1) == 50
-    assert limiter.retry_after(2) == 0  # other users are not affected
+    assert await limiter.retry_after(1) == 0
+    assert await limiter.retry_after(1) == 50
+    assert await limiter.retry_after(2) == 0  # other users are not affected
     clock.now += 50
-    assert limiter.retry_after(1) == 0
+    assert await limiter.retry_after(1) == 0
 
 
-def test_zero_limit_means_unlimited() -> None:
+async def test_zero_limit_means_unlimited() -> None:
     """A limit of 0 turns rate limiting off."""
     limiter = RateLimiter(limit=0)
-    assert all(limiter.retry_after(1) == 0 for _ in range(100))
+    assert [await limiter.retry_after(1) for _ in range(100)] == [0] * 100
