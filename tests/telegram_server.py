@@ -1746,3 +1746,11 @@ class TelegramServer:
             ]
         self._notify()
         return status
+
+    async def deliver_updates(self) -> list[int]:
+        """POST every pending update to the webhook in order, with the secret the bot set, as
+        Telegram does; returns the HTTP statuses."""
+        return [
+            await self.post_to_webhook(update, self.webhook_secret)
+            for update in self.pending_updates
+        ]

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from bot.cli import memory_for
+from bot.memory import ExpiringStore, RateLimiter
 from bot.service import Ranking
 from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
 from embeddings.errors import DatabaseUnavailableError
@@ -93,3 +95,11 @@ async def test_a_server_that_is_down_is_a_database_error() -> None:
     database = SharedDatabase("postgresql://nobody@127.0.0.1:9/none")
     with pytest.raises(DatabaseUnavailableError, match="Cannot use the database at"):
         await DatabaseRateLimiter(database, limit=1).retry_after(7)
+
+
+def test_the_bot_keeps_its_memory_in_the_database_only_with_a_store() -> None:
+    """`newsqa bot --store` shares button state and rate limits; without it they stay in-process."""
+    limiter, buttons = memory_for(None, 3)
+    assert isinstance(limiter, RateLimiter) and isinstance(buttons, ExpiringStore)
+    limiter, buttons = memory_for("postgresql://bot@db/newsqa", 3)
+    assert isinstance(limiter, DatabaseRateLimiter) and isinstance(buttons, DatabaseButtons)

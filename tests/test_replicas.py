@@ -1,0 +1,150 @@
+"""Two bot replicas behind one webhook URL, sharing one database: the same answers, buttons
+that work whichever replica a press reaches, and one rate limit per user."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from telegram.ext import Application
+
+from bot.app import build_application
+from bot.handlers import Handlers
+from bot.messages import say
+from bot.service import QAService
+from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
+from embeddings.articles import read_articles
+from embeddings.decision import Thresholds
+from embeddings.stores import build_in_database, location_of
+from tests.conftest import FakeEncoder, write_article
+from tests.round_robin_proxy import RoundRobinProxy
+from tests.telegram_server import SentMessage, TelegramServer
+
+pytest.importorskip("psycopg")
+
+ALICE = 1001
+SECRET = "replicas-share-this-secret"
+
+
+@dataclass
+class Replicas:
+    """Two running replicas, the proxy in front of them, and the server they talk to."""
+
+    server: TelegramServer
+    proxy: RoundRobinProxy
+    store: str
+    data_dir: Path
+
+    async def ask(self, chat_id: int, text: str) -> SentMessage:
+        """Send a message through the webhook; the bot's next message in that chat."""
+        before = len(self.server.messages(chat_id))
+        self.server.user_message(chat_id, text)
+        assert await self.server.deliver_updates() == [200]
+        return (await self.server.wait_for_messages(chat_id, before + 1, timeout=10))[before]
+
+    async def press(self, chat_id: int, message: SentMessage, text: str) -> None:
+        """Press the button labelled `text` of a bot message."""
+        data = next(b["callback_data"] for b in message.buttons if b["text"] == text)
+        self.server.press_button(chat_id, message.message_id, data)
+        assert await self.server.deliver_updates() == [200]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _start_replica(
+    server: TelegramServer, store: str, index_dir: Path, webhook_url: str, port: int, limit: int
+) -> tuple[Application, SharedDatabase]:  # type: ignore[type-arg]
+    """One replica as `newsqa bot --store` assembles it, listening for the webhook on `port`."""
+    encoder = FakeEncoder()
+    thresholds = Thresholds(calibrated=0.0, cosine=0.1)  # answer: these tests pin the bot
+    service = QAService(location_of(index_dir, store), encoder, thresholds=thresholds)
+    database = SharedDatabase(store)
+    limiter = DatabaseRateLimiter(database, limit)
+    handlers = Handlers(service, limiter=limiter, pages=DatabaseButtons(database))
+    application = build_application(server.token, handlers, base_url=server.base_url)
+    await application.initialize()
+    await application.start()
+    assert application.updater is not None
+    await application.updater.start_webhook(
+        listen="127.0.0.1", port=port, url_path="telegram", webhook_url=webhook_url,
+        secret_token=SECRET,
+    )  # fmt: skip
+    return application, database
+
+
+@pytest.fixture
+async def replicas(
+    data_dir: Path, tmp_path: Path, database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Replicas]:
+    """Two replicas over one database (the seed article plus one on rain) behind one proxy;
+    `limit` questions a minute per user (0: none)."""
+    write_article(data_dir, "rain.txt", "Heavy rain floods the valley",
+                  "Heavy rain flooded the valley villages on Monday and the roads were closed.",
+                  date="2024-05-02")  # fmt: skip
+    build_in_database(read_articles(data_dir).articles, FakeEncoder(), database_url)
+    limit = getattr(request, "param", 0)
+    ports = [_free_port(), _free_port()]
+    async with (
+        TelegramServer() as server,
+        RoundRobinProxy([f"http://127.0.0.1:{port}" for port in ports]) as proxy,
+    ):
+        started = [
+            await _start_replica(
+                server, database_url, tmp_path / "index", f"{proxy.url}/telegram", port, limit
+            )
+            for port in ports
+        ]
+        try:
+            yield Replicas(server, proxy, database_url, data_dir)
+        finally:
+            for application, database in started:
+                assert application.updater is not None
+                await application.updater.stop()
+                await application.stop()
+                await application.shutdown()
+                await database.close()
+
+
+async def test_more_pressed_on_the_other_replica_shows_the_next_page(replicas: Replicas) -> None:
+    """The answer comes from one replica; "More" and "Back", pressed on the others, page it."""
+    reply = await replicas.ask(ALICE, "party building session rain")
+    await replicas.press(ALICE, reply, "More »")
+    server = replicas.server
+    await server.wait_for(lambda: server.messages(ALICE)[-1].text.startswith("4. "))
+    await replicas.press(ALICE, server.messages(ALICE)[-1], "« Back")
+    await server.wait_for(lambda: server.messages(ALICE)[-1].text.startswith("1. "))
+    assert server.messages(ALICE)[-1].text == reply.text
+    assert replicas.proxy.routed == [0, 1, 0]
+    assert not [a for a in server.callback_answers if a.get("text")]  # no "expired" notice
+
+
+async def test_a_new_article_is_answered_by_both_replicas_without_restart(
+    replicas: Replicas,
+) -> None:
+    """An article indexed into the database while both replicas run is quoted by each."""
+    write_article(replicas.data_dir, "cup.txt", "Local team wins the cup",
+                  "The local football team won the cup final after a penalty shootout.",
+                  date="2024-06-10")  # fmt: skip
+    build_in_database(read_articles(replicas.data_dir).articles, FakeEncoder(), replicas.store)
+    first = await replicas.ask(ALICE, "Who won the cup final penalty shootout?")
+    second = await replicas.ask(ALICE, "Who won the cup final penalty shootout?")
+    assert replicas.proxy.routed == [0, 1]
+    assert first.text.startswith("1. Local team wins the cup")
+    assert second.text == first.text
+
+
+@pytest.mark.parametrize("replicas", [2], indirect=True)
+async def test_the_rate_limit_holds_across_replicas(replicas: Replicas) -> None:
+    """Two questions a minute: the third is refused, whichever replica it reaches."""
+    for _ in range(2):
+        assert (await replicas.ask(ALICE, "heavy rain")).text.startswith("1. ")
+    refusal = await replicas.ask(ALICE, "heavy rain")
+    assert refusal.text in {say("too_many", "en", seconds=s) for s in (58, 59, 60)}
+    assert replicas.proxy.routed == [0, 1, 0]
