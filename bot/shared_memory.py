@@ -61,16 +61,22 @@ class SharedDatabase:
             return self._connection
 
     async def execute(self, query: LiteralString, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        """Run one statement; its first row. A connection the server dropped is closed, so
-        the next statement makes a new one."""
-        connection = await self.connection()
+        """Run one statement; its first row. A connection the server dropped (a restart) is
+        made again and the statement sent once more, so the restart costs no question."""
         with unavailable(self.url):
             try:
-                cursor = await connection.execute(query, params)
-                return await cursor.fetchone() if cursor.description else None
-            finally:
-                if connection.broken:
-                    await connection.close()
+                return await self._execute(query, params)
+            except psycopg.OperationalError:
+                if self._connection is None or not self._connection.broken:
+                    raise
+                await self._connection.close()
+                return await self._execute(query, params)
+
+    async def _execute(
+        self, query: LiteralString, params: dict[str, Any]
+    ) -> tuple[Any, ...] | None:
+        cursor = await (await self.connection()).execute(query, params)
+        return await cursor.fetchone() if cursor.description else None
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -16,6 +16,7 @@ from embeddings.errors import DatabaseUnavailableError
 from embeddings.index import Hit
 from embeddings.passages import Passage
 from embeddings.search import Query
+from tests.postgres_server import PostgresServer
 
 pytest.importorskip("psycopg")
 
@@ -103,3 +104,25 @@ def test_the_bot_keeps_its_memory_in_the_database_only_with_a_store() -> None:
     assert isinstance(limiter, RateLimiter) and isinstance(buttons, ExpiringStore)
     limiter, buttons = memory_for("postgresql://bot@db/newsqa", 3)
     assert isinstance(limiter, DatabaseRateLimiter) and isinstance(buttons, DatabaseButtons)
+
+
+async def test_a_restarted_server_costs_no_question(postgres_server: PostgresServer) -> None:
+    """After a restart the next question is counted on a new connection; while the server is
+    down a question fails with the library's error; the count survives both."""
+    server = PostgresServer()  # its own, so stopping it stops nothing else
+    try:
+        server.start()
+        database = SharedDatabase(server.create_database())
+        limiter = DatabaseRateLimiter(database, limit=2)
+        assert await limiter.retry_after(7) == 0
+        server.pause()
+        server.resume()
+        assert await limiter.retry_after(7) == 0
+        server.pause()
+        with pytest.raises(DatabaseUnavailableError, match="Cannot use the database at"):
+            await limiter.retry_after(7)
+        server.resume()
+        assert await limiter.retry_after(7) > 0
+        await database.close()
+    finally:
+        server.stop()
