@@ -810,7 +810,7 @@ def memory_for(store: str | None, rate_limit: int) -> tuple[Limiter, Keeper[Rank
         return RateLimiter(rate_limit, window=60.0), ExpiringStore()
     from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
 
-    database = SharedDatabase(store)
+    database = SharedDatabase.create(store)
     return DatabaseRateLimiter(database, rate_limit, window=60.0), DatabaseButtons(database)
 
 
@@ -963,6 +963,8 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     "one (pip install -U newsqa)",
     errors.PostgresMissingError: "install them with: pip install 'newsqa[postgres]'",
     errors.StoreInUseError: "give newsqa eval a database of its own (--store, NEWSQA_EVAL_STORE)",
+    errors.DatabasePermissionError: "let that user create tables (GRANT CREATE ON SCHEMA "
+    "public TO it) or make it the database's owner",
     errors.VectorExtensionError: "install pgvector on that server and run CREATE EXTENSION "
     "vector in the database as a superuser",
     JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '

@@ -7,8 +7,9 @@ question, and a user's questions may be spread over all of them. Two small table
     newsqa_buttons      one row per answer with buttons: its key, expiry and ranking (jsonb)
     newsqa_rate_limits  one row per user: the start of their window and the questions in it
 
-The bot creates them when it first needs them; an index build leaves them alone. Each replica
-talks to the database over one asynchronous connection, made again when the server dropped it.
+Each replica creates them, unless they exist, when it starts; an index build leaves them alone.
+A replica talks to the database over one asynchronous connection, made again when the server
+dropped it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from psycopg.types.json import Jsonb
 
 from bot.memory import new_key
 from bot.service import Ranking
-from embeddings.postgres import CONNECT_TIMEOUT, unavailable
+from embeddings.errors import DatabasePermissionError
+from embeddings.postgres import CONNECT_TIMEOUT, connect, describe, unavailable
 
 # Any fixed number, taken while the tables are created: replicas starting together would
 # otherwise race to create the same table.
@@ -52,12 +54,29 @@ class SharedDatabase:
         self._connection: AsyncConnection | None = None
         self._lock = asyncio.Lock()
 
+    @classmethod
+    def create(cls, url: str) -> SharedDatabase:
+        """The shared tables in the database at `url`, created unless they exist: at the
+        bot's start, so a database that is down or refuses them stops it there."""
+        with unavailable(url), connect(url) as connection:
+            try:
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (TABLES_LOCK,))
+                for statement in _TABLES:
+                    connection.execute(statement)
+            except psycopg.errors.InsufficientPrivilege as error:
+                reason = (str(error).strip().splitlines() or [""])[0]
+                message = f"The database at {describe(url)} refused the bot's tables ({reason})"
+                raise DatabasePermissionError(message) from error
+        return cls(url)
+
     async def connection(self) -> AsyncConnection:
         """An open connection (autocommit: each statement is atomic on its own)."""
         async with self._lock:
             if self._connection is None or self._connection.closed:
                 with unavailable(self.url):
-                    self._connection = await _connect(self.url)
+                    self._connection = await psycopg.AsyncConnection.connect(
+                        self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                    )
             return self._connection
 
     async def execute(self, query: LiteralString, params: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -81,17 +100,6 @@ class SharedDatabase:
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
-
-
-async def _connect(url: str) -> AsyncConnection:
-    connection = await psycopg.AsyncConnection.connect(
-        url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
-    )
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (TABLES_LOCK,))
-        for statement in _TABLES:
-            await connection.execute(statement)
-    return connection
 
 
 class DatabaseButtons:

@@ -85,3 +85,7 @@ class NotAFeedError(NewsqaError):
 
 class FeedListError(NewsqaError):
     """The file listing the watched feeds cannot be read."""
+
+
+class DatabasePermissionError(NewsqaError):
+    """The database refused to let newsqa create the tables it needs."""

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("psycopg", reason="the database tests need the postgres extra")
+
 from telegram.ext import Application
 
 from bot.app import build_application
@@ -30,8 +33,6 @@ from embeddings.stores import build_in_database, location_of
 from tests.conftest import SEED_QUESTION, FakeEncoder, write_article
 from tests.round_robin_proxy import RoundRobinProxy
 from tests.telegram_server import SentMessage, TelegramServer
-
-pytest.importorskip("psycopg")
 
 ALICE = 1001
 SECRET = "replicas-share-this-secret"
@@ -75,7 +76,7 @@ async def _start_replica(
     encoder = FakeEncoder()
     thresholds = Thresholds(calibrated=0.0, cosine=0.1)  # answer: these tests pin the bot
     service = QAService(location_of(index_dir, store), encoder, thresholds=thresholds)
-    database = SharedDatabase(store)
+    database = SharedDatabase.create(store)
     limiter = DatabaseRateLimiter(database, limit)
     handlers = Handlers(service, limiter=limiter, pages=DatabaseButtons(database))
     application = build_application(server.token, handlers, base_url=server.base_url)

@@ -8,23 +8,25 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+pytest.importorskip("psycopg", reason="the database tests need the postgres extra")
+
+import psycopg
+
 from bot.cli import memory_for
 from bot.memory import ExpiringStore, RateLimiter
 from bot.service import Ranking
 from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
-from embeddings.errors import DatabaseUnavailableError
+from embeddings.errors import DatabasePermissionError, DatabaseUnavailableError
 from embeddings.index import Hit
 from embeddings.passages import Passage
 from embeddings.search import Query
 from tests.postgres_server import PostgresServer
 
-pytest.importorskip("psycopg")
-
 
 @pytest.fixture
 async def replicas(database_url: str) -> AsyncIterator[tuple[SharedDatabase, SharedDatabase]]:
     """Two replicas' connections to one database."""
-    first, second = SharedDatabase(database_url), SharedDatabase(database_url)
+    first, second = SharedDatabase.create(database_url), SharedDatabase.create(database_url)
     yield first, second
     await first.close()
     await second.close()
@@ -91,18 +93,26 @@ async def test_a_new_window_opens_when_the_last_one_has_passed(
     assert await limiter.retry_after(7) == 0
 
 
-async def test_a_server_that_is_down_is_a_database_error() -> None:
-    """Without a server the replica's question fails with the library's own error."""
-    database = SharedDatabase("postgresql://nobody@127.0.0.1:9/none")
+def test_a_replica_without_its_database_stops_at_start() -> None:
+    """No server: creating the tables fails with the library's error, before any update."""
     with pytest.raises(DatabaseUnavailableError, match="Cannot use the database at"):
-        await DatabaseRateLimiter(database, limit=1).retry_after(7)
+        SharedDatabase.create("postgresql://nobody@127.0.0.1:9/none")
 
 
-def test_the_bot_keeps_its_memory_in_the_database_only_with_a_store() -> None:
+def test_a_user_who_may_not_create_tables_is_told_so(database_url: str) -> None:
+    """A database user without CREATE on the schema gets one sentence naming the database."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("CREATE ROLE reader LOGIN")
+    reader = database_url.replace("postgres@", "reader@")
+    with pytest.raises(DatabasePermissionError, match=r"^The database at .* refused the bot's"):
+        SharedDatabase.create(reader)
+
+
+def test_the_bot_keeps_its_memory_in_the_database_only_with_a_store(database_url: str) -> None:
     """`newsqa bot --store` shares button state and rate limits; without it they stay in-process."""
     limiter, buttons = memory_for(None, 3)
     assert isinstance(limiter, RateLimiter) and isinstance(buttons, ExpiringStore)
-    limiter, buttons = memory_for("postgresql://bot@db/newsqa", 3)
+    limiter, buttons = memory_for(database_url, 3)
     assert isinstance(limiter, DatabaseRateLimiter) and isinstance(buttons, DatabaseButtons)
 
 
@@ -112,7 +122,7 @@ async def test_a_restarted_server_costs_no_question(postgres_server: PostgresSer
     server = PostgresServer()  # its own, so stopping it stops nothing else
     try:
         server.start()
-        database = SharedDatabase(server.create_database())
+        database = SharedDatabase.create(server.create_database())
         limiter = DatabaseRateLimiter(database, limit=2)
         assert await limiter.retry_after(7) == 0
         server.pause()
