@@ -124,7 +124,8 @@ async def replicas(
 
 
 async def test_more_pressed_on_the_other_replica_shows_the_next_page(replicas: Replicas) -> None:
-    """The answer comes from one replica; "More" and "Back", pressed on the others, page it."""
+    """The answer comes from one replica; "More", "Back" and "Whole article", pressed on the
+    others, page it and send the article."""
     reply = await replicas.ask(ALICE, "party building session rain")
     await replicas.press(ALICE, reply, "More »")
     server = replicas.server
@@ -132,7 +133,10 @@ async def test_more_pressed_on_the_other_replica_shows_the_next_page(replicas: R
     await replicas.press(ALICE, server.messages(ALICE)[-1], "« Back")
     await server.wait_for(lambda: server.messages(ALICE)[-1].text.startswith("1. "))
     assert server.messages(ALICE)[-1].text == reply.text
-    assert replicas.proxy.routed == [0, 1, 0]
+    await replicas.press(ALICE, server.messages(ALICE)[-1], "Article 1")
+    [article] = (await server.wait_for_messages(ALICE, 2))[1:]
+    assert article.text.startswith(reply.text.split("\n")[0].removeprefix("1. "))
+    assert replicas.proxy.routed == [0, 1, 0, 1]
     assert not [a for a in server.callback_answers if a.get("text")]  # no "expired" notice
 
 
