@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.fetching import Fetcher
+from embeddings.articles import JSONL_SUFFIX, TEXT_SUFFIXES, Article, read_articles
 from embeddings.collection import Addition, Collection
 from embeddings.errors import NotAnArticleError
-from embeddings.webpages import extract_article
+from embeddings.webpages import WebArticle, canonical_url, extract_article
 
 Clock = Callable[[], dt.datetime]
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
+HTML_SUFFIXES = frozenset({".html", ".htm"})
+DOCUMENT_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {JSONL_SUFFIX}
 
 
 def utc_now() -> dt.datetime:
@@ -51,6 +55,42 @@ class PageAdder:
         except OSError as error:
             raise NotAnArticleError(f"{path} cannot be read ({error.strerror})") from error
         return self.collection.add(extract_article(html, None, self.clock()))
+
+    def add_document(self, name: str, data: bytes) -> list[Addition]:
+        """Add the articles of an uploaded file: a saved HTML page, or a .txt, .md or .jsonl
+        file read exactly as the articles folder's files are."""
+        suffix = Path(name).suffix.lower()
+        if suffix not in DOCUMENT_SUFFIXES:
+            raise NotAnArticleError(f"{name} is not a .txt, .md, .html or .jsonl file")
+        if suffix in HTML_SUFFIXES:
+            return [self.collection.add(extract_article(data, None, self.clock()))]
+        added_at = self.clock()
+        return [self.collection.add(_dated(a, added_at)) for a in _read_document(suffix, data)]
+
+
+def _read_document(suffix: str, data: bytes) -> list[Article]:
+    """The articles in a file's bytes, through the same readers as the articles folder."""
+    name = f"upload{suffix}"
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / name).write_bytes(data)
+        result = read_articles(Path(folder))
+    if not result.articles:
+        why = [f"{s.path.replace(name, 'the file')} {s.reason}" for s in result.skipped]
+        raise NotAnArticleError(f"No article: {why[0] if why else 'the file is empty'}")
+    return result.articles
+
+
+def _dated(article: Article, added_at: dt.datetime) -> WebArticle:
+    """A file's article as the collection stores it; without a date, it is dated when added."""
+    date_from = "the file" if article.date else "upload time (the file gives no date)"
+    return WebArticle(
+        url=canonical_url(article.url) if article.url else None,
+        title=article.title,
+        text=article.text,
+        date=article.date or added_at.date(),
+        date_from=date_from,
+        fetched_at=added_at,
+    )
 
 
 def _charset(content_type: str) -> str | None:

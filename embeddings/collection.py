@@ -32,6 +32,7 @@ class Addition:
 
     outcome: Outcome
     message: str
+    article: WebArticle | None = None  # the article stored, when it was
 
     def __str__(self) -> str:
         return self.message
@@ -82,7 +83,7 @@ class Collection:
             self._urls.add(article.url)
         self._texts[article.fingerprint] = where
         dated = f"dated {article.date} from {article.date_from}"
-        return Addition(Outcome.ADDED, f'Added "{article.title}" ({where}), {dated}')
+        return Addition(Outcome.ADDED, f'Added "{article.title}" ({where}), {dated}', article)
 
     def _append(self, article: WebArticle) -> None:
         """One line, written and synced before the article counts as added."""
@@ -102,6 +103,11 @@ class Collection:
             file.write(start + json.dumps(record, ensure_ascii=False) + "\n")
             file.flush()
             os.fsync(file.fileno())
+
+
+def article_id(article: WebArticle) -> str:
+    """The id the index gives an article of added.jsonl (as `embeddings.articles` reads it)."""
+    return f"{Path(ADDED_FILE).stem}#{article.fingerprint[:16]}"
 
 
 def _ends_mid_line(path: Path) -> bool:
