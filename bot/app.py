@@ -123,11 +123,13 @@ def register(application: Application, handlers: Handlers) -> None:  # type: ign
     application.add_handler(CommandHandler("help", handlers.help_command, new_messages))
     application.add_handler(CommandHandler("about", handlers.about, new_messages))
     application.add_handler(CommandHandler("ask", handlers.ask, new_messages))
+    application.add_handler(CommandHandler("add", handlers.add, new_messages))
     application.add_handler(CallbackQueryHandler(handlers.page, pattern=r"^p:"))
     application.add_handler(CallbackQueryHandler(handlers.article, pattern=r"^a:"))
     application.add_handler(
         MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND, handlers.question)
     )
+    application.add_handler(MessageHandler(new_messages & filters.Document.ALL, handlers.document))
     application.add_handler(
         MessageHandler(new_messages & ~filters.TEXT & ~filters.StatusUpdate.ALL, handlers.not_text)
     )

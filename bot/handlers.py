@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from html import escape
+from pathlib import Path
 
 from telegram import (
     InlineKeyboardButton,
@@ -14,15 +16,18 @@ from telegram import (
     Update,
     User,
 )
-from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.constants import ChatAction, ChatType, MessageLimit, ParseMode
 from telegram.error import TelegramError, TimedOut
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
+from bot.admin import Admin
 from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.messages import language_of, say
+from bot.pages import DOCUMENT_SUFFIXES
 from bot.replies import TITLE_LENGTH, answers_message, article_messages, format_date, shorten
 from bot.service import QAService, Ranking
-from embeddings.errors import EmptyQuestionError
+from embeddings.collection import Addition
+from embeddings.errors import EmptyQuestionError, NewsqaError
 from embeddings.language import ENGLISH, detect_language
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ class Handlers:
     allowed_chats: frozenset[int] = frozenset()
     limiter: Limiter = field(default_factory=lambda: RateLimiter(limit=10, window=60))
     pages: Keeper[Ranking] = field(default_factory=ExpiringStore)
+    admin: Admin | None = None
 
     async def gatekeeper(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Stop updates from chats outside the allowed list, with a short refusal."""
@@ -93,6 +99,63 @@ class Handlers:
             message.chat.type == ChatType.PRIVATE or _addressed(message, context.bot.username)
         ):
             await message.reply_text(say("not_text", _language(update.effective_user)))
+
+    async def add(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """`/add <url>`: an admin adds the article at that address."""
+        message = update.message
+        if message is None or (admin := await self._admin_of(message)) is None:
+            return
+        url = " ".join(context.args or []).strip()
+        if not url:
+            await message.reply_text(say("add_usage", _language(message.from_user)))
+            return
+        await self._add(message, admin, admin.add_url(url))
+
+    async def document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A file: an admin's article to add; anyone else's file is never downloaded."""
+        message = update.message
+        if message is None or message.document is None:
+            return
+        if message.chat.type != ChatType.PRIVATE and not _addressed(message, context.bot.username):
+            return
+        if (admin := await self._admin_of(message)) is None:
+            return
+        name = message.document.file_name or ""
+        if Path(name).suffix.lower() not in DOCUMENT_SUFFIXES:
+            await message.reply_text(say("add_usage", _language(message.from_user)))
+            return
+        file = await message.document.get_file()
+        data = bytes(await file.download_as_bytearray())
+        await self._add(message, admin, admin.add_document(name, data))
+
+    async def _admin_of(self, message: Message) -> Admin | None:
+        """The means to add articles when the sender is an admin; others get a polite no."""
+        user = message.from_user
+        if self.admin is not None and self.admin.allows(user.id if user else None):
+            return self.admin
+        log.info("Refused to add an article for user %s", user.id if user else None)
+        await message.reply_text(say("admins_only", _language(user)))
+        return None
+
+    async def _add(self, message: Message, admin: Admin, adding: Awaitable[list[Addition]]) -> None:
+        """Store, index, then reply: each article's title and passages, or what went wrong."""
+        language = _language(message.from_user)
+        try:
+            additions = await adding
+        except NewsqaError as error:
+            await message.reply_text(say("not_added", language, reason=error))
+            return
+        lines = [say("not_added", language, reason=a) for a in additions if a.article is None]
+        added = [a for a in additions if a.article is not None]
+        if added:
+            try:
+                searchable = await admin.make_searchable(self.service, added)
+            except NewsqaError as error:  # the articles are stored: the next build takes them
+                log.error("Articles were stored but not indexed: %s", error)
+                lines.append(say("not_indexed", language, reason=error))
+            else:
+                lines += [say("added", language, title=t, passages=n) for t, n in searchable]
+        await message.reply_text("\n".join(lines)[: MessageLimit.MAX_TEXT_LENGTH])
 
     async def page(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The "More" / "Back" buttons: show another page of the same answer in place."""

@@ -42,6 +42,32 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ru": "Слишком много вопросов; попробуйте снова через {seconds} с.",
         "zh": "提问太频繁，请在 {seconds} 秒后重试。",
     },
+    "admins_only": {
+        "en": "Sorry, only the bot's admins can add articles.",
+        "ru": "Извините, добавлять статьи могут только администраторы бота.",
+        "zh": "抱歉，只有本机器人的管理员可以添加文章。",
+    },
+    "add_usage": {
+        "en": "Send /add followed by the article's address, or the article as a .txt, .md, "
+        ".html or .jsonl file.",
+        "ru": "Отправьте /add и адрес статьи или саму статью файлом .txt, .md, .html или .jsonl.",
+        "zh": "请发送 /add 加文章地址，或以 .txt、.md、.html 或 .jsonl 文件发送文章。",
+    },
+    "added": {
+        "en": "Added \u201c{title}\u201d ({passages} passages); it can be searched now.",
+        "ru": "Добавлена статья «{title}» (фрагментов: {passages}); по ней уже можно искать.",
+        "zh": "已添加《{title}》（{passages} 个段落），现在可以搜索。",
+    },
+    "not_added": {
+        "en": "Not added: {reason}",
+        "ru": "Не добавлено: {reason}",
+        "zh": "未添加：{reason}",
+    },
+    "not_indexed": {
+        "en": "Stored, but the index could not be updated: {reason}",
+        "ru": "Сохранено, но индекс обновить не удалось: {reason}",
+        "zh": "已保存，但索引未能更新：{reason}",
+    },
     "more": {"en": "More »", "ru": "Ещё »", "zh": "更多 »"},
     "back": {"en": "« Back", "ru": "« Назад", "zh": "« 返回"},
     "whole_article": {"en": "Whole article", "ru": "Вся статья", "zh": "全文"},
