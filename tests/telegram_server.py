@@ -75,6 +75,7 @@ _METHODS: Final = (
     "setMyCommands",
     "getMyCommands",
     "deleteMyCommands",
+    "getFile",
 )
 _CANONICAL: Final = {name.lower(): name for name in _METHODS}
 
@@ -116,6 +117,7 @@ _STRING_PARAMS: Final = frozenset(
         "name",
         "emoji",
         "query",
+        "file_id",
     }
 )
 _BUTTON_ACTIONS: Final = (
@@ -989,6 +991,12 @@ def _photo_size(unique: str, width: int, height: int, size: int) -> JSON:
     }
 
 
+def _suffix(file_name: str) -> str:
+    """A file name's extension, as Telegram keeps it in the paths of stored files."""
+    _, dot, suffix = file_name.rpartition(".")
+    return f".{suffix}" if dot else ""
+
+
 def _guess_chat(chat_id: ChatId) -> JSON:
     """A plausible Chat object for a chat the bot writes to before any user did."""
     if isinstance(chat_id, str):
@@ -1057,7 +1065,10 @@ class TelegramServer:
             "setMyCommands": self._set_my_commands,
             "getMyCommands": self._get_my_commands,
             "deleteMyCommands": self._delete_my_commands,
+            "getFile": self._get_file,
         }
+        self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, content)
+        self.downloads: list[str] = []  # the file paths the bot downloaded
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -1065,7 +1076,7 @@ class TelegramServer:
         """Listen on a free port of 127.0.0.1."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        app.router.add_route("*", "/file/bot{token}/{path:.*}", self._not_found)
+        app.router.add_route("*", "/file/bot{token}/{path:.*}", self._download)
         app.router.add_route("*", "/{path:.*}", self._not_found)
         # A short shutdown timeout: open long polls must not hold up stop().
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -1108,7 +1119,7 @@ class TelegramServer:
 
     @property
     def base_file_url(self) -> str:
-        """Value for ``ApplicationBuilder.base_file_url`` (file downloads answer 404)."""
+        """Value for ``ApplicationBuilder.base_file_url`` (the files users sent)."""
         return f"http://127.0.0.1:{self._port}/file/bot"
 
     @property
@@ -1121,6 +1132,16 @@ class TelegramServer:
     async def _not_found(self, request: web.Request) -> web.Response:
         """Telegram's answer for paths that are not Bot API methods."""
         return _json_response(ApiError(404, "Not Found").to_json(), 404)
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """A file download: the content of a file a user sent, by the path getFile gave."""
+        path = request.match_info["path"]
+        found = [content for file_path, content in self.files.values() if file_path == path]
+        if request.match_info["token"] != self.token or not found:
+            return await self._not_found(request)
+        self.downloads.append(path)
+        self._notify()
+        return web.Response(body=found[0], content_type="application/octet-stream")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one Bot API call: /bot{token}/{method}."""
@@ -1396,6 +1417,19 @@ class TelegramServer:
         self.callback_answers.append(dict(params))
         return True
 
+    async def _get_file(self, params: JSON) -> JSON:
+        """The File object of a file a user sent, with the path to download it from."""
+        file_id = params.get("file_id")
+        if file_id not in self.files:
+            raise _bad_request("invalid file_id")
+        file_path, content = self.files[file_id]
+        return {
+            "file_id": file_id,
+            "file_unique_id": file_id[-12:],
+            "file_size": len(content),
+            "file_path": file_path,
+        }
+
     async def _send_chat_action(self, params: JSON) -> bool:
         """sendChatAction."""
         chat_key = self._require_chat(params)
@@ -1603,6 +1637,32 @@ class TelegramServer:
             message["caption"] = caption
             if found := find_entities(caption):
                 message["caption_entities"] = found
+        return self._enqueue("message", message)
+
+    def user_document(
+        self,
+        chat_id: ChatId,
+        file_name: str,
+        content: bytes,
+        *,
+        mime_type: str = "text/plain",
+        user_id: int | None = None,
+        chat_type: ChatType = "private",
+        first_name: str = "Ann",
+    ) -> JSON:
+        """A user sends a file; the bot can fetch it with getFile and download it."""
+        message = self._new_user_message(
+            chat_id, user_id=user_id, chat_type=chat_type, first_name=first_name, chat_title=None
+        )
+        file_id = f"BQACAgIAAx{chat_id}doc{message['message_id']}"
+        self.files[file_id] = (f"documents/file_{len(self.files)}{_suffix(file_name)}", content)
+        message["document"] = {
+            "file_id": file_id,
+            "file_unique_id": file_id[-12:],
+            "file_name": file_name,
+            "mime_type": mime_type,
+            "file_size": len(content),
+        }
         return self._enqueue("message", message)
 
     def user_edits(self, chat_id: ChatId, message_id: int, text: str) -> JSON:
