@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import click
 from telegram.error import InvalidToken
 
 from bot import app
+from bot.admin import Admin
 from bot.app import Background, Webhook, build_application
 from bot.evaluation_report import JudgedFiles, JudgedFilesError
 from bot.evaluation_report import run as run_evaluation
@@ -354,6 +356,14 @@ def _chat_ids(context: click.Context, parameter: click.Parameter, value: str) ->
         raise click.BadParameter(f"{value!r} is not a comma-separated list of chat ids") from error
 
 
+def _user_ids(context: click.Context, parameter: click.Parameter, value: str) -> frozenset[int]:
+    """Parse `--admins`: user ids separated by commas or spaces."""
+    try:
+        return frozenset(int(part) for part in value.replace(",", " ").split())
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not a list of Telegram user ids") from error
+
+
 def bot_options(function: F) -> F:
     """Token, access, limits and delivery of the Telegram bot."""
     options = [
@@ -371,6 +381,15 @@ def bot_options(function: F) -> F:
             default="",
             callback=_chat_ids,
             help="Comma-separated chat ids to serve; empty serves everyone.",
+        ),
+        click.option(
+            "--admins",
+            envvar="NEWSQA_ADMINS",
+            show_envvar=True,
+            default="",
+            callback=_user_ids,
+            help="Telegram user ids (comma- or space-separated) who may add articles with "
+            "/add URL or by sending a .txt, .md, .html or .jsonl file.",
         ),
         click.option(
             "--rate-limit",
@@ -421,30 +440,6 @@ def bot_options(function: F) -> F:
     return _with_options(function, options)
 
 
-@main.command(name="bot")
-@bot_options
-@data_option
-@index_options
-@decision_options
-def bot_command(
-    token: str | None,
-    data_dir: Path,
-    index_dir: Path,
-    store: str | None,
-    model: str,
-    backend: str,
-    **settings: Any,
-) -> None:
-    """Run the Telegram bot on an existing index."""
-    if not token:
-        raise click.ClickException("No bot token; set TELEGRAM_BOT_TOKEN or pass --token")
-    with reported_errors(data_dir, model, store):
-        decision = DecisionSettings.pop(settings)
-        encoder = question_encoder(model, backend, index_dir, store)
-        location = location_of(index_dir, store)
-        serve(token, location, encoder, decision, BotSettings(**settings), store)
-
-
 def fetch_options(function: F) -> F:
     """How pages and feeds may be fetched."""
     options = [
@@ -471,6 +466,34 @@ def fetch_options(function: F) -> F:
 
 def fetcher(allow_private_fetch: bool, fetch_timeout: float) -> Fetcher:
     return Fetcher(FetchPolicy(allow_private=allow_private_fetch, timeout=fetch_timeout))
+
+
+@main.command(name="bot")
+@bot_options
+@data_option
+@index_options
+@decision_options
+@fetch_options
+def bot_command(
+    token: str | None,
+    data_dir: Path,
+    index_dir: Path,
+    store: str | None,
+    model: str,
+    backend: str,
+    **settings: Any,
+) -> None:
+    """Run the Telegram bot on an existing index."""
+    if not token:
+        raise click.ClickException("No bot token; set TELEGRAM_BOT_TOKEN or pass --token")
+    with reported_errors(data_dir, model, store):
+        decision = DecisionSettings.pop(settings)
+        encoder = question_encoder(model, backend, index_dir, store)
+        location = location_of(index_dir, store)
+        pages = fetcher(settings.pop("allow_private_fetch"), settings.pop("fetch_timeout"))
+        bot = BotSettings(**settings)
+        admin = make_admin(bot.admins, pages, data_dir, index_dir, store, encoder)
+        serve(token, location, encoder, decision, bot, store, admin=admin)
 
 
 @main.command()
@@ -622,7 +645,8 @@ def make_watcher(
     """The watcher of the feeds in `data_dir`, rebuilding the index after new articles."""
 
     def rebuild() -> None:
-        report = update_index(data_dir, index_dir, encoder, False, store)
+        with _one_build:
+            report = update_index(data_dir, index_dir, encoder, False, store)
         click.echo(describe_build(report, where(index_dir, store)), err=True)
 
     pages = fetcher(settings.allow_private_fetch, settings.fetch_timeout)
@@ -704,7 +728,10 @@ def run(
                 _watching(data_dir, index_dir, store, model_encoder, watching) if watch else None
             )
             bot = BotSettings(**settings)
-            serve(token, location, model_encoder, decision, bot, store, background=background)
+            pages = fetcher(watching.allow_private_fetch, watching.fetch_timeout)
+            admin = make_admin(bot.admins, pages, data_dir, index_dir, store, model_encoder)
+            serve(token, location, model_encoder, decision, bot, store,
+                  background=background, admin=admin)  # fmt: skip
             return
         click.echo(f'Ask a question about the articles, e.g. "{SAMPLE_QUESTION}"', err=True)
         converse(open_searcher(location, model_encoder, decision), 3)
@@ -789,6 +816,7 @@ class BotSettings:
     """The bot's options beyond the token and the index."""
 
     allowed_chats: frozenset[int]
+    admins: frozenset[int]
     rate_limit: int
     webhook_url: str | None
     webhook_secret: str | None
@@ -823,10 +851,11 @@ def serve(
     store: str | None = None,
     *,
     background: Background | None = None,
+    admin: Admin | None = None,
 ) -> None:
     """Run the bot until SIGINT/SIGTERM; the token never reaches the logs or the terminal.
     With the database `store`, replicas of the bot share their button state and rate limits;
-    `background` (the feed watcher) runs beside it."""
+    `background` (the feed watcher) runs beside it; `admin` lets admins add articles."""
     redact(token)
     webhook = settings.webhook()
     if webhook:
@@ -839,7 +868,7 @@ def serve(
         thresholds=decision.thresholds(),
     )
     limiter, buttons = memory_for(store, settings.rate_limit)
-    handlers = Handlers(service, settings.allowed_chats, limiter, buttons)
+    handlers = Handlers(service, settings.allowed_chats, limiter, buttons, admin)
     application = build_application(
         token, handlers, base_url=settings.api_url, background=background
     )
@@ -849,6 +878,30 @@ def serve(
         raise click.ClickException(
             "Telegram rejected the bot token; check TELEGRAM_BOT_TOKEN"
         ) from error
+
+
+# The feed watcher and the admins' additions both rebuild from inside the bot: one at a time.
+_one_build = threading.Lock()
+
+
+def make_admin(
+    admins: frozenset[int],
+    pages: Fetcher,
+    data_dir: Path,
+    index_dir: Path,
+    store: str | None,
+    encoder: Encoder,
+) -> Admin | None:
+    """Adding articles from the chat, for the `admins` (None when there are none)."""
+    if not admins:
+        return None
+
+    def rebuild() -> None:
+        with _one_build:
+            report = update_index(data_dir, index_dir, encoder, False, store)
+        log.info(describe_build(report, where(index_dir, store)))
+
+    return Admin(admins, PageAdder(Collection(data_dir), pages), rebuild)
 
 
 def update_index(

@@ -96,6 +96,31 @@ def test_bad_allowed_chats_is_a_usage_error() -> None:
     assert "'12,abc' is not a comma-separated list of chat ids" in output
 
 
+def test_bad_admins_is_a_usage_error() -> None:
+    """An admin list that is not user ids is refused before anything loads, naming the option."""
+    code, output = _invoke("bot", "--token", "1:x", "--admins", "12 ann")
+    assert code == 2
+    assert "Invalid value for '--admins'" in output
+    assert "'12 ann' is not a list of Telegram user ids" in output
+
+
+@pytest.mark.parametrize("value", ["12,34", "12 34", " 12, 34 ", "34,12,"])
+def test_admins_are_separated_by_commas_or_spaces(value: str) -> None:
+    """NEWSQA_ADMINS may list the ids as an operator types them."""
+    assert cli._user_ids(None, None, value) == frozenset({12, 34})  # type: ignore[arg-type]
+
+
+def test_admins_rebuild_the_index_their_articles_join(data_dir: Path, tmp_path: Path) -> None:
+    """With admins, the bot gets the means to add articles and rebuild; without, none."""
+    pages = cli.fetcher(allow_private_fetch=False, fetch_timeout=1.0)
+    args = (pages, data_dir, tmp_path / "index", None, FakeEncoder())
+    assert cli.make_admin(frozenset(), *args) is None
+    admin = cli.make_admin(frozenset({12}), *args)
+    assert admin is not None and admin.allows(12) and not admin.allows(34)
+    admin.rebuild()
+    assert current_generation(tmp_path / "index") is not None
+
+
 def test_skipped_files_are_named_and_the_build_goes_on(data_dir: Path, tmp_path: Path) -> None:
     """An unreadable article is reported by name; the others are still indexed."""
     (data_dir / "broken.txt").write_bytes(b"\xff\xfe\x00\x01")
