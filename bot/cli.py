@@ -729,7 +729,9 @@ def run(
             )
             bot = BotSettings(**settings)
             pages = fetcher(watching.allow_private_fetch, watching.fetch_timeout)
-            admin = make_admin(bot.admins, pages, data_dir, index_dir, store, model_encoder)
+            admin = make_admin(
+                bot.admins, pages, data_dir, index_dir, store, model_encoder, multilingual
+            )
             serve(token, location, model_encoder, decision, bot, store,
                   background=background, admin=admin)  # fmt: skip
             return
@@ -891,14 +893,16 @@ def make_admin(
     index_dir: Path,
     store: str | None,
     encoder: Encoder,
+    multilingual: bool = False,
 ) -> Admin | None:
-    """Adding articles from the chat, for the `admins` (None when there are none)."""
+    """Adding articles from the chat, for the `admins` (None when there are none); with
+    `multilingual` (run --multilingual), its rebuilds keep the multilingual matrix."""
     if not admins:
         return None
 
     def rebuild() -> None:
         with _one_build:
-            report = update_index(data_dir, index_dir, encoder, False, store)
+            report = update_index(data_dir, index_dir, encoder, multilingual, store)
         log.info(describe_build(report, where(index_dir, store)))
 
     return Admin(admins, PageAdder(Collection(data_dir), pages), rebuild)
