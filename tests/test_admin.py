@@ -96,6 +96,30 @@ async def test_an_admins_file_is_added_and_answers_questions(
     assert answer.text.startswith(f"1. {FROST.title}")
 
 
+async def test_two_files_at_once_are_built_one_after_the_other(bot: Bot) -> None:
+    """Builds never overlap; each file's reply comes once its own article is searchable."""
+    assert bot.handlers.admin is not None
+    build, running, overlapped = bot.handlers.admin.rebuild, [], []
+
+    def rebuild() -> None:
+        overlapped.append(bool(running))
+        running.append(1)
+        time.sleep(0.2)  # long enough for the second file to arrive meanwhile
+        build()
+        running.pop()
+
+    bot.handlers.admin.rebuild = rebuild
+    for article in (HARBOUR, FROST):
+        text = "\n\n".join([article.title, *article.paragraphs])
+        bot.server.user_document(ALICE, f"{article.slug}.txt", text.encode())
+    replies = await bot.server.wait_for_messages(ALICE, 2, timeout=10)
+    assert sorted(r.text.split("\u201d")[0] for r in replies) == [
+        f"Added \u201c{HARBOUR.title}",
+        f"Added \u201c{FROST.title}",
+    ]
+    assert overlapped == [False, False]
+
+
 async def test_someone_else_is_refused_and_nothing_is_fetched_or_downloaded(
     bot: Bot, site: NewsSite
 ) -> None:
