@@ -18,22 +18,27 @@ class Admin:
     admins: frozenset[int]
     adder: PageAdder
     rebuild: Callable[[], object]
+    # One addition at a time, so two copies of one article sent together are stored once.
+    _storing: asyncio.Lock = field(default_factory=asyncio.Lock)
     # One build at a time: a second addition waits, then its build finds little left to do.
     _building: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def allows(self, user_id: int | None) -> bool:
+        """Whether the user with this id (None: unknown) may add articles."""
         return user_id is not None and user_id in self.admins
 
     async def add_url(self, url: str) -> list[Addition]:
         """Fetch and store the article at `url` (the folder is read again first: another
         process, such as `newsqa add`, may have added it)."""
-        await asyncio.to_thread(self.adder.collection.refresh)
-        return [await self.adder.add_url(url)]
+        async with self._storing:
+            await asyncio.to_thread(self.adder.collection.refresh)
+            return [await self.adder.add_url(url)]
 
     async def add_document(self, name: str, data: bytes) -> list[Addition]:
         """Store the articles of an uploaded file."""
-        await asyncio.to_thread(self.adder.collection.refresh)
-        return await asyncio.to_thread(self.adder.add_document, name, data)
+        async with self._storing:
+            await asyncio.to_thread(self.adder.collection.refresh)
+            return await asyncio.to_thread(self.adder.add_document, name, data)
 
     async def make_searchable(
         self, service: QAService, additions: list[Addition]

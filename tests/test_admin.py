@@ -120,6 +120,16 @@ async def test_two_files_at_once_are_built_one_after_the_other(bot: Bot) -> None
     assert overlapped == [False, False]
 
 
+async def test_one_file_sent_twice_at_once_is_stored_once(bot: Bot) -> None:
+    """Additions are taken one at a time, so the second copy is the duplicate it is."""
+    text = "\n\n".join([FROST.title, *FROST.paragraphs]).encode()
+    bot.server.user_document(ALICE, "frost.txt", text)
+    bot.server.user_document(ALICE, "frost-copy.txt", text)
+    replies = sorted(r.text for r in await bot.server.wait_for_messages(ALICE, 2, timeout=10))
+    assert replies[0].startswith("Added ") and replies[1].startswith("Not added: Duplicate: ")
+    assert _stored(bot.data_dir) == [FROST.title]
+
+
 async def test_someone_else_is_refused_and_nothing_is_fetched_or_downloaded(
     bot: Bot, site: NewsSite
 ) -> None:
