@@ -33,6 +33,8 @@ from embeddings.language import ENGLISH, detect_language
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 3
+# The largest file the Bot API lets a bot download.
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 
 
 @dataclass
@@ -123,6 +125,10 @@ class Handlers:
         name = message.document.file_name or ""
         if Path(name).suffix.lower() not in DOCUMENT_SUFFIXES:
             await message.reply_text(say("add_usage", _language(message.from_user)))
+            return
+        if (message.document.file_size or 0) > MAX_DOCUMENT_BYTES:
+            too_big = f"{name} is larger than {MAX_DOCUMENT_BYTES // 2**20} MB"
+            await message.reply_text(say("not_added", _language(message.from_user), reason=too_big))
             return
         file = await message.document.get_file()
         data = bytes(await file.download_as_bytearray())

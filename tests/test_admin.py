@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import handlers
 from bot.admin import Admin
 from bot.fetching import Fetcher, FetchPolicy
 from bot.messages import say
@@ -203,3 +204,13 @@ async def test_a_page_without_an_article_or_an_unknown_file_is_explained(
     assert await _send_file(bot, ALICE, "paper.pdf", b"%PDF-1.4") == say("add_usage")
     assert bot.server.downloads == []
     assert not (bot.data_dir / ADDED_FILE).exists()
+
+
+async def test_a_file_too_large_to_download_is_refused_without_downloading(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file over the Bot API's download limit is named as too large, not fetched."""
+    monkeypatch.setattr(handlers, "MAX_DOCUMENT_BYTES", 2**20)
+    reply = await _send_file(bot, ALICE, "big.txt", b"Big\n\n" + b"word " * 2**18)
+    assert reply == say("not_added", reason="big.txt is larger than 1 MB")
+    assert bot.server.downloads == []
