@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder, Vectors
+from tests.news_site import NewsSite
 from tests.postgres_server import PostgresServer, why_unavailable
 
 SEED_ARTICLES = Path(__file__).resolve().parent.parent / "data"
@@ -126,3 +127,12 @@ def postgres_server() -> Iterator[PostgresServer]:
 def database_url(postgres_server: PostgresServer) -> str:
     """The URL of a new empty database (with pgvector) of the session's server."""
     return postgres_server.create_database()
+
+
+@pytest.fixture
+def site() -> Iterator[NewsSite]:
+    """A local news site on 127.0.0.1: article pages in site chrome, and their feeds."""
+    server = NewsSite()
+    server.start()
+    yield server
+    server.stop()

@@ -4,7 +4,7 @@ Bot API server, pages from a local news site, and the fake encoder for fast buil
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +24,6 @@ from tests.test_bot_e2e import Bot, Clock, _start, _stop
 
 ALICE, BOB = 1001, 1002  # Alice is the admin
 HARBOUR, FROST = ARTICLES[0], ARTICLES[1]
-
-
-@pytest.fixture
-def site() -> Iterator[NewsSite]:
-    server = NewsSite()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,6 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Indexes and questions use the fake encoder under the default model's name."""
     monkeypatch.setenv("NEWSQA_BACKEND", "torch")
     monkeypatch.setattr(cli, "make_encoder", lambda *args, **kwargs: FakeEncoder(DEFAULT_MODEL))
-
-
-@pytest.fixture
-def site() -> Iterator[NewsSite]:
-    server = NewsSite()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,6 @@ from embeddings.errors import FetchError, NotAnArticleError, UnsafeAddressError
 from tests.news_site import ARTICLES, NewsSite, Route, SiteArticle
 
 INTERVAL = 60.0
-
-
-@pytest.fixture
-def site() -> Iterator[NewsSite]:
-    server = NewsSite()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
