@@ -21,6 +21,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot import startup
 from bot.handlers import Handlers
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def build_application(
 
 def register(application: Application, handlers: Handlers) -> None:  # type: ignore[type-arg]
     """Add the handlers: the chat gate first, then commands, buttons, messages, errors."""
+    application.add_error_handler(startup.stop_on_conflict)  # before the one that apologises
     application.add_handler(TypeHandler(Update, handlers.gatekeeper), group=-1)
     new_messages = filters.UpdateType.MESSAGE
     application.add_handler(CommandHandler("start", handlers.start, new_messages))
@@ -164,10 +166,31 @@ def _post_stop(tasks: list[asyncio.Task[None]]):  # type: ignore[no-untyped-def]
     return post_stop
 
 
-def run(application: Application, webhook: Webhook | None) -> None:  # type: ignore[type-arg]
-    """Serve until SIGINT/SIGTERM: long polling, or a webhook checked by its secret token."""
+def run(
+    application: Application,  # type: ignore[type-arg]
+    webhook: Webhook | None,
+    where: str = "https://api.telegram.org",
+) -> None:
+    """Serve until SIGINT/SIGTERM: long polling, or a webhook checked by its secret token.
+
+    Telegram is reached first (waiting out network faults) on the loop PTB then runs on, so
+    that the application PTB starts is already initialised. Raises the library's errors with
+    the reason a start failed, or polling stopped for a second poller.
+    """
+    if webhook is not None:
+        startup.check_port(webhook.listen, webhook.port, "--webhook-port")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # run_polling and run_webhook take the current loop
+    hook = (webhook.url, webhook.secret) if webhook else None
+    try:
+        loop.run_until_complete(startup.reach_telegram(application, where, hook))
+    except BaseException:
+        loop.run_until_complete(application.shutdown())
+        loop.close()
+        raise
     if webhook is None:
-        application.run_polling(allowed_updates=Update.ALL_TYPES)
+        application.run_polling(allowed_updates=Update.ALL_TYPES, bootstrap_retries=3)
+        startup.raise_if_conflicted(application)
         return
     application.run_webhook(
         listen=webhook.listen,
@@ -176,4 +199,5 @@ def run(application: Application, webhook: Webhook | None) -> None:  # type: ign
         webhook_url=webhook.url,
         secret_token=webhook.secret,
         allowed_updates=Update.ALL_TYPES,
+        bootstrap_retries=3,
     )

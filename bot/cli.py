@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from telegram.error import InvalidToken
 
 from bot import app
 from bot.admin import Admin
@@ -874,12 +873,7 @@ def serve(
     application = build_application(
         token, handlers, base_url=settings.api_url, background=background
     )
-    try:
-        app.run(application, webhook)
-    except InvalidToken as error:
-        raise click.ClickException(
-            "Telegram rejected the bot token; check TELEGRAM_BOT_TOKEN"
-        ) from error
+    app.run(application, webhook, settings.api_url or "https://api.telegram.org")
 
 
 # The feed watcher and the admins' additions both rebuild from inside the bot: one at a time.
@@ -1036,6 +1030,15 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     errors.NotAFeedError: "give the address of the RSS or Atom feed itself (often /feed or "
     "/rss.xml), or remove it with: newsqa feeds remove URL",
     errors.FeedListError: "repair or delete it, then add the feeds again with: newsqa feeds add",
+    errors.TokenRejectedError: "copy the token @BotFather gave into TELEGRAM_BOT_TOKEN "
+    "(or --token)",
+    errors.TelegramUnreachableError: "check the machine's network and DNS, or --api-url "
+    "(TELEGRAM_API_URL) if you run your own Bot API server",
+    errors.WebhookRefusedError: "pass a public https:// address on port 443, 80, 88 or 8443 "
+    "as --webhook-url (NEWSQA_WEBHOOK_URL)",
+    errors.PortInUseError: "stop the process that holds it, or choose another port",
+    errors.PollingConflictError: "stop the other bot (one poller per token), or run every "
+    "replica with --webhook-url",
 }
 
 

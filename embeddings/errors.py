@@ -89,3 +89,23 @@ class FeedListError(NewsqaError):
 
 class DatabasePermissionError(NewsqaError):
     """The database refused to let newsqa create the tables it needs."""
+
+
+class TokenRejectedError(NewsqaError):
+    """The Bot API answered 401: the bot token is wrong or was revoked."""
+
+
+class TelegramUnreachableError(NewsqaError):
+    """The Bot API did not answer at start, even after waiting and trying again."""
+
+
+class WebhookRefusedError(NewsqaError):
+    """Telegram refused the webhook address it was given."""
+
+
+class PortInUseError(NewsqaError):
+    """A port the bot must listen on is held by another process."""
+
+
+class PollingConflictError(NewsqaError):
+    """Another process polls Telegram with the same bot token (409 Conflict)."""

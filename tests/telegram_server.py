@@ -1019,6 +1019,7 @@ class TelegramServer:
         username: str = DEFAULT_USERNAME,
         first_name: str = "NewsQA Test Bot",
         strict: bool = True,
+        port: int = 0,
     ) -> None:
         self.token = token
         self.strict = strict
@@ -1049,7 +1050,7 @@ class TelegramServer:
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._port = 0
+        self._port = port  # 0: any free port
         self._methods: dict[str, Callable[[JSON], Awaitable[Any]]] = {
             "getMe": self._get_me,
             "logOut": self._log_out,
@@ -1073,7 +1074,7 @@ class TelegramServer:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen on a free port of 127.0.0.1."""
+        """Listen on 127.0.0.1, on the port given or else a free one."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_route("*", "/file/bot{token}/{path:.*}", self._download)
@@ -1081,7 +1082,7 @@ class TelegramServer:
         # A short shutdown timeout: open long polls must not hold up stop().
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
         await site.start()
         self._port = int(self._runner.addresses[0][1])
 
