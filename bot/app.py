@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import BotCommand, Update
-from telegram.error import BadRequest, NetworkError, TimedOut
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -23,6 +23,7 @@ from telegram.ext import (
 
 from bot import startup
 from bot.handlers import Handlers
+from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,18 @@ class RetryingRateLimiter(AIORateLimiter):
     chat actions with the answers would halve how many answers a busy bot sends a second.
     """
 
+    def __init__(self, metrics: Metrics, max_retries: int = 3) -> None:
+        super().__init__(max_retries=max_retries)
+        self.metrics = metrics
+
+    async def _run_request(self, *args: Any, **kwargs: Any) -> Any:
+        """Count the 429s PTB waits out (it sends again after Telegram's retry_after)."""
+        try:
+            return await super()._run_request(*args, **kwargs)
+        except RetryAfter:
+            self.metrics.flood_waits.inc()
+            raise
+
     async def process_request(
         self,
         callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
@@ -73,6 +86,7 @@ class RetryingRateLimiter(AIORateLimiter):
                 if pause is None or endpoint == "getUpdates":
                     raise
                 log.info("Sending %s again in %.1f s after: %s", endpoint, pause, error)
+                self.metrics.retries.labels(endpoint).inc()
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable: the last try returns or raises")
 
@@ -104,7 +118,7 @@ def build_application(
     builder = (
         Application.builder()
         .token(token)
-        .rate_limiter(RetryingRateLimiter(max_retries=3))
+        .rate_limiter(RetryingRateLimiter(handlers.metrics))
         .concurrent_updates(True)
         .post_init(_post_init(handlers, background, tasks))
         .post_stop(_post_stop(tasks))
@@ -170,12 +184,14 @@ def run(
     application: Application,  # type: ignore[type-arg]
     webhook: Webhook | None,
     where: str = "https://api.telegram.org",
+    ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve until SIGINT/SIGTERM: long polling, or a webhook checked by its secret token.
 
     Telegram is reached first (waiting out network faults) on the loop PTB then runs on, so
-    that the application PTB starts is already initialised. Raises the library's errors with
-    the reason a start failed, or polling stopped for a second poller.
+    that the application PTB starts is already initialised; `ready` is called then. Raises
+    the library's errors with the reason a start failed, or polling stopped for a second
+    poller.
     """
     if webhook is not None:
         startup.check_port(webhook.listen, webhook.port, "--webhook-port")
@@ -188,6 +204,7 @@ def run(
         loop.run_until_complete(application.shutdown())
         loop.close()
         raise
+    ready()
     if webhook is None:
         application.run_polling(allowed_updates=Update.ALL_TYPES, bootstrap_retries=3)
         startup.raise_if_conflicted(application)

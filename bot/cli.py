@@ -24,6 +24,7 @@ from bot.evaluation_report import run as run_evaluation
 from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
 from bot.fetching import Fetcher, FetchPolicy
 from bot.handlers import Handlers
+from bot.health import start_monitoring
 from bot.logs import configure_logging, redact
 from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.pages import PageAdder
@@ -435,6 +436,22 @@ def bot_options(function: F) -> F:
             default=None,
             help="Bot API base URL, for a self-hosted Bot API server.",
         ),
+        click.option(
+            "--metrics-port",
+            envvar="NEWSQA_METRICS_PORT",
+            show_envvar=True,
+            default=None,
+            type=click.IntRange(1, 65535),
+            help="Serve /healthz and /metrics (Prometheus) on this port; off when not given.",
+        ),
+        click.option(
+            "--metrics-listen",
+            envvar="NEWSQA_METRICS_LISTEN",
+            show_envvar=True,
+            default="127.0.0.1",
+            show_default=True,
+            help="Address for /healthz and /metrics; 0.0.0.0 lets other machines scrape them.",
+        ),
     ]
     return _with_options(function, options)
 
@@ -824,6 +841,8 @@ class BotSettings:
     webhook_listen: str
     webhook_port: int
     api_url: str | None
+    metrics_port: int | None = None
+    metrics_listen: str = "127.0.0.1"
 
     def webhook(self) -> Webhook | None:
         if not self.webhook_url:
@@ -870,10 +889,13 @@ def serve(
     )
     limiter, buttons = memory_for(store, settings.rate_limit)
     handlers = Handlers(service, settings.allowed_chats, limiter, buttons, admin)
+    ready = start_monitoring(
+        settings.metrics_listen, settings.metrics_port, service, handlers.metrics
+    )
     application = build_application(
         token, handlers, base_url=settings.api_url, background=background
     )
-    app.run(application, webhook, settings.api_url or "https://api.telegram.org")
+    app.run(application, webhook, settings.api_url or "https://api.telegram.org", ready)
 
 
 # The feed watcher and the admins' additions both rebuild from inside the bot: one at a time.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from html import escape
@@ -23,6 +24,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 from bot.admin import Admin
 from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.messages import language_of, say
+from bot.metrics import Metrics
 from bot.pages import DOCUMENT_SUFFIXES
 from bot.replies import TITLE_LENGTH, answers_message, article_messages, format_date, shorten
 from bot.service import QAService, Ranking
@@ -46,6 +48,7 @@ class Handlers:
     limiter: Limiter = field(default_factory=lambda: RateLimiter(limit=10, window=60))
     pages: Keeper[Ranking] = field(default_factory=ExpiringStore)
     admin: Admin | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def gatekeeper(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Stop updates from chats outside the allowed list, with a short refusal."""
@@ -165,6 +168,7 @@ class Handlers:
 
     async def page(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The "More" / "Back" buttons: show another page of the same answer in place."""
+        self.metrics.buttons.labels("page").inc()
         if pressed := await self._pressed(update):
             message, ranking, key, number = pressed
             text, keyboard = await self._page(ranking, key, number)
@@ -172,6 +176,7 @@ class Handlers:
 
     async def article(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The "Whole article" button: send the article, in as many messages as it needs."""
+        self.metrics.buttons.labels("article").inc()
         if pressed := await self._pressed(update):
             message, ranking, _, position = pressed
             passages = self.service.article(ranking.hits[position].passage)
@@ -193,6 +198,7 @@ class Handlers:
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log the traceback and tell the user one short sentence; the bot keeps running."""
         log.error("Error while handling an update", exc_info=context.error)
+        self.metrics.errors.labels(type(context.error).__name__).inc()
         if isinstance(context.error, TimedOut):
             return  # Telegram may have delivered the message after all; no apology for it
         if isinstance(update, Update) and update.effective_message:
@@ -207,11 +213,14 @@ class Handlers:
         self, message: Message, question: str, context: ContextTypes.DEFAULT_TYPE
     ) -> None:
         """Rate-limit, search off the event loop, and reply with the first page of passages."""
+        started = time.perf_counter()
+        log.debug("Question: %r", question)
         user_id = message.from_user.id if message.from_user else message.chat.id
         language = detect_language(question) if question.strip() else _language(message.from_user)
         wait = await self.limiter.retry_after(user_id)
         if wait > 0:
             await message.reply_text(say("too_many", language, seconds=max(1, round(wait))))
+            self.metrics.question("rate_limited", started, message.chat.id)
             return
         try:
             await context.bot.send_chat_action(message.chat.id, ChatAction.TYPING)
@@ -222,13 +231,16 @@ class Handlers:
         except EmptyQuestionError:
             example = (self.service.stats().examples or ["What happened?"])[0]
             await message.reply_text(say("empty_question", language, example=example))
+            self.metrics.question("declined", started, message.chat.id)
             return
         if not ranking.hits:
             await message.reply_text(say("not_found", language))
+            self.metrics.question("declined", started, message.chat.id)
             return
         key = await self.pages.put(ranking)
         text, keyboard = await self._page(ranking, key, 0)
         await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+        self.metrics.question("answered", started, message.chat.id)
 
     async def _page(
         self, ranking: Ranking, key: str, number: int
