@@ -235,10 +235,19 @@ class DecisionSettings:
     show_envvar=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    envvar="NEWSQA_LOG_FORMAT",
+    show_envvar=True,
+    type=click.Choice(["text", "json"]),
+    help="json: one object per line (time, level, event, hashed chat, latency, decision).",
+)
 @click.version_option(package_name="newsqa")
-def main(log_level: str) -> None:
+def main(log_level: str, log_format: str) -> None:
     """Answer questions about news articles by quoting the passages that answer them."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     # Models come from local files; set HF_HUB_OFFLINE=0 to let a named model download.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

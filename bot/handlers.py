@@ -24,7 +24,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 from bot.admin import Admin
 from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.messages import language_of, say
-from bot.metrics import Metrics
+from bot.metrics import Metrics, chat_hash
 from bot.pages import DOCUMENT_SUFFIXES
 from bot.replies import TITLE_LENGTH, answers_message, article_messages, format_date, shorten
 from bot.service import QAService, Ranking
@@ -55,7 +55,7 @@ class Handlers:
         chat = update.effective_chat
         if not self.allowed_chats or chat is None or chat.id in self.allowed_chats:
             return
-        log.info("Refused an update from chat %s", chat.id)
+        log.info("Refused an update from chat %s", chat_hash(chat.id))
         refusal = say("not_allowed", _language(update.effective_user))
         if update.callback_query:
             await update.callback_query.answer(refusal)

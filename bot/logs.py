@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "<token>"
+# The fields a line may carry beyond the message (see bot.metrics: one line per question).
+FIELDS = ("event", "chat", "latency", "decision")
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at `level`; keep httpx quiet, since its request URLs contain the token."""
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at `level`, as text or one JSON object per line; keep httpx quiet, since
+    its request URLs contain the token."""
     logging.basicConfig(level=level.upper(), format=FORMAT)
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, event, message, the question fields,
+    and the traceback as one string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": getattr(record, "event", "log"),
+            "message": record.getMessage(),
+        }
+        line.update({name: getattr(record, name) for name in FIELDS[1:] if hasattr(record, name)})
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
 
 
 class RedactingFormatter(logging.Formatter):
