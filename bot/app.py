@@ -52,9 +52,10 @@ class RetryingRateLimiter(AIORateLimiter):
     chat actions with the answers would halve how many answers a busy bot sends a second.
     """
 
-    def __init__(self, metrics: Metrics, max_retries: int = 3) -> None:
-        super().__init__(max_retries=max_retries)
-        self.metrics = metrics
+    def __init__(self, metrics: Metrics | None = None, **limits: Any) -> None:
+        """`limits` are AIORateLimiter's (max_retries, overall_max_rate...)."""
+        super().__init__(**{"max_retries": 3, **limits})
+        self.metrics = metrics or Metrics()
 
     async def _run_request(self, *args: Any, **kwargs: Any) -> Any:
         """Count the 429s PTB waits out (it sends again after Telegram's retry_after)."""
