@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from prometheus_client import generate_latest
 from telegram.ext import AIORateLimiter, Application
 
 from bot.app import build_application, register
@@ -178,6 +179,9 @@ async def measure(
             await _ask(server, 1, QUESTIONS[0], 120)  # warm-up: loads the model
             single = await load(server, 1, options.baseline, 60)
             loaded = await load(server, options.users, options.questions, 300)
+            if options.metrics_out and setting.flood_limit:
+                handlers.metrics.watch_index(service)
+                options.metrics_out.write_bytes(generate_latest(handlers.metrics.registry))
         finally:
             await application.updater.stop()
             await application.stop()
@@ -248,6 +252,9 @@ def main() -> int:
     parser.add_argument("--fake", action="store_true", help="the fake encoder instead of the model")
     parser.add_argument("--no-rerank", action="store_true", help="the bot without its reranker")
     parser.add_argument("--data", type=Path, default=ROOT / "data")
+    parser.add_argument(
+        "--metrics-out", type=Path, help="write the bot's /metrics after the run as built here"
+    )
     options = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.ERROR)
