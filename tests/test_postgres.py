@@ -413,11 +413,11 @@ def test_schema_mismatch_names_the_fix_in_the_command_line(
     _articles(data_dir)
     _invoke("index", "--data", str(data_dir), "--store", database_url)
     with psycopg.connect(database_url) as connection:
-        connection.execute("UPDATE newsqa_schema_version SET version = 2")
+        connection.execute("UPDATE newsqa_schema_version SET version = %s", (SCHEMA_VERSION + 1,))
     code, output = _invoke("ask", "q", "--store", database_url)
     assert code == 1
     assert output.strip().endswith(
-        "newer than the 1 this newsqa reads; read it with the newer newsqa that wrote it, or "
+        f"newer than the {SCHEMA_VERSION} this newsqa reads; read it with the newer newsqa that wrote it, or "
         "upgrade this one (pip install -U newsqa)"
     ), output
 
@@ -491,10 +491,11 @@ def test_older_schema_with_an_upgrade_is_upgraded_in_place(
     every vector: nothing is embedded again."""
     articles = _articles(data_dir)
     build_database(articles, encoder, database_url)
+    older = SCHEMA_VERSION - 1
     with psycopg.connect(database_url) as connection:
-        connection.execute("UPDATE newsqa_schema_version SET version = 0")
-    upgrade = ["COMMENT ON TABLE newsqa_meta IS 'upgraded from 0'"]
-    monkeypatch.setattr(schema, "UPGRADES", {0: upgrade})
+        connection.execute("UPDATE newsqa_schema_version SET version = %s", (older,))
+    upgrade = ["COMMENT ON TABLE newsqa_meta IS 'upgraded'"]
+    monkeypatch.setattr(schema, "UPGRADES", {older: upgrade})
     later = FakeEncoder()
     report = build_database(articles, later, database_url)
     assert (report.embedded, later.embedded_passages, report.reused) == (0, 0, report.passages)
@@ -502,7 +503,29 @@ def test_older_schema_with_an_upgrade_is_upgraded_in_place(
         found = connection.execute(
             "SELECT version, obj_description('newsqa_meta'::regclass) FROM newsqa_schema_version"
         ).fetchone()
-    assert found == (SCHEMA_VERSION, "upgraded from 0")
+    assert found == (SCHEMA_VERSION, "upgraded")
+
+
+def test_postings_without_impacts_are_upgraded_and_score_alike(
+    data_dir: Path, database_url: str, encoder: FakeEncoder
+) -> None:
+    """A version 1 layout (postings without their BM25 impact) is upgraded in place by the next
+    build, and BM25 ranks as it did."""
+    articles = _articles(data_dir)
+    build_database(articles, encoder, database_url)
+    store = PostgresStore.open(database_url)
+    _OPENED.append(store)
+    before = store.lexical_nearest("rain valley team", 10)
+    with psycopg.connect(database_url) as connection:
+        connection.execute("DROP INDEX newsqa_postings_impact")
+        connection.execute("ALTER TABLE newsqa_postings DROP COLUMN impact")
+        connection.execute("UPDATE newsqa_schema_version SET version = 1")
+    later = FakeEncoder()
+    report = build_database(articles, later, database_url)
+    assert (report.embedded, later.embedded_passages) == (0, 0)
+    after = store.lexical_nearest("rain valley team", 10)
+    assert len(before[0]) > 0 and before[0].tolist() == after[0].tolist()
+    assert np.allclose(before[1], after[1])
 
 
 @pytest.mark.model

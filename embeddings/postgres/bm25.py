@@ -7,6 +7,13 @@ total length (`newsqa_meta`). Text is cut into terms here, by the same `Tokenize
 index folder's, and a question is scored over its terms' postings only, with Lucene's BM25
 and the product's k1 and b. Adding or removing an article updates the counts it touches; no
 build rescores the rest.
+
+A term most passages hold would make a question read most postings, so each posting also
+keeps its impact, the term-frequency part of its BM25 score (`tf / (tf + k1 * (1 - b + b *
+length / average))`, with the average length when it was written), and a question reads at
+most `PER_TERM` postings per term, the highest by impact. A term in fewer passages than that
+is read whole, so a small index scores exactly as bm25s does; in a large one a passage can
+miss the part of its score from a term it holds outside that term's best `PER_TERM`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from embeddings.postgres.schema import Connection
 Rows = npt.NDArray[np.intp]
 Scores = npt.NDArray[np.float32]
 
+# Postings read per asked term, at most: the best by impact (see above).
+PER_TERM = 2000
+
 # The corpus's passage count and mean length come in as parameters: joined in from
 # newsqa_meta, they made the planner misjudge the row counts and hash every posting.
 _SCORE: LiteralString = """
@@ -34,7 +44,9 @@ SELECT p.passage,
 FROM (SELECT t.id, q.weight * ln(1 + (%(n)s - t.df + 0.5) / (t.df::float8 + 0.5)) AS idf
       FROM unnest(%(terms)s::text[], %(weights)s::int[]) AS q(term, weight)
       JOIN newsqa_terms AS t ON t.term = q.term) AS q
-JOIN newsqa_postings AS p ON p.term = q.id
+CROSS JOIN LATERAL (SELECT passage, tf, length FROM newsqa_postings
+                    WHERE term = q.id ORDER BY impact DESC, passage
+                    LIMIT %(per_term)s) AS p
 GROUP BY p.passage
 ORDER BY score DESC, p.passage
 LIMIT %(k)s
@@ -63,6 +75,7 @@ def shortlist(
     parameters = {
         "terms": list(weights), "weights": list(weights.values()), "k1": BM25_K1, "b": BM25_B,
         "n": float(corpus[0]), "average": corpus[1] / corpus[0], "k": k,
+        "per_term": max(PER_TERM, k),
     }  # fmt: skip
     # Planned afresh each time: a prepared (generic) plan cannot see which terms are asked.
     found = connection.execute(_SCORE, parameters, prepare=False).fetchall()
@@ -86,8 +99,11 @@ def idf(connection: Connection, terms: Sequence[str]) -> npt.NDArray[np.float64]
     return np.asarray(np.log(1.0 + (count - frequency + 0.5) / (frequency + 0.5)))
 
 
-def add(connection: Connection, passages: Sequence[tuple[int, Counter[str]]]) -> None:
-    """Record the terms of new passages (row, term counts) and raise their frequencies."""
+def add(
+    connection: Connection, passages: Sequence[tuple[int, Counter[str]]], average: float
+) -> None:
+    """Record the terms of new passages (row, term counts) and raise their frequencies;
+    `average` is the mean passage length their impacts are weighed by."""
     vocabulary = sorted({term for _, counts in passages for term in counts})
     if not vocabulary:
         return
@@ -105,9 +121,13 @@ def add(connection: Connection, passages: Sequence[tuple[int, Counter[str]]]) ->
     lines: list[str] = []  # COPY's text format, written whole: faster than row by row
     for row, counts in passages:
         length = sum(counts.values())
-        lines.extend(f"{ids[term]}\t{row}\t{count}\t{length}\n" for term, count in counts.items())
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * length / (average or 1.0))
+        lines.extend(
+            f"{ids[term]}\t{row}\t{count}\t{length}\t{count / (count + norm)!r}\n"
+            for term, count in counts.items()
+        )
         frequency.update(ids[term] for term in counts)
-    copy_sql = "COPY newsqa_postings (term, passage, tf, length) FROM STDIN"
+    copy_sql = "COPY newsqa_postings (term, passage, tf, length, impact) FROM STDIN"
     with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
         copy.write("".join(lines))
     connection.execute(

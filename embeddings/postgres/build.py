@@ -83,7 +83,7 @@ def build_database(
             register_vector(connection)
             _write(connection, plan, vectors, encoder.name)
             if fresh:
-                schema.index_vectors(connection)
+                schema.index_after_load(connection)
     count = plan.kept + len(plan.passages)
     removed = len(set(known) - {article.id for article in articles})
     return BuildReport(
@@ -163,12 +163,19 @@ def _write(connection: Connection, plan: _Plan, vectors: Vectors, model: str) ->
         bm25.remove(connection, plan.drop)
         removed = _drop_articles(connection, plan.drop)
     numbers = _insert_articles(connection, plan, vectors)
-    length = _insert_passages(connection, plan, numbers, vectors, tokenizer)
+    kept = _corpus(connection, removed)
+    length = _insert_passages(connection, plan, numbers, vectors, tokenizer, kept)
     change = (len(plan.passages) - removed[0], length - removed[1])
     _record_build(connection, model, vectors, tokenizer, change)
     # Fresh statistics, so the planner scores BM25 from each asked term's postings alone.
     connection.execute("ANALYZE newsqa_meta, newsqa_articles, newsqa_passages, newsqa_terms, "
                        "newsqa_postings")  # fmt: skip
+
+
+def _corpus(connection: Connection, removed: tuple[int, int]) -> tuple[int, int]:
+    """The passages and total BM25 length the index keeps from the previous build."""
+    row = connection.execute("SELECT passages, total_length FROM newsqa_meta").fetchone()
+    return (int(row[0]) - removed[0], int(row[1]) - removed[1]) if row else (0, 0)
 
 
 def _drop_articles(connection: Connection, numbers: list[int]) -> tuple[int, int]:
@@ -223,8 +230,10 @@ def _insert_passages(
     numbers: dict[str, int],
     vectors: Vectors,
     tokenizer: Tokenizer,
+    kept: tuple[int, int],
 ) -> int:
-    """Insert the new passages and their BM25 postings; the BM25 length they add."""
+    """Insert the new passages and their BM25 postings (`kept`: the passages and length
+    already in the index); the BM25 length they add."""
     passages = plan.passages
     terms = [bm25.passage_terms(tokenizer, p.embedding_text) for p in passages]
     sql = (
@@ -245,8 +254,10 @@ def _insert_passages(
             "SELECT id, number FROM newsqa_passages WHERE id = ANY(%s)", (ids,)
         ).fetchall()
     )
-    bm25.add(connection, [(int(rows[i]), c) for i, c in zip(ids, terms, strict=True)])
-    return sum(sum(counts.values()) for counts in terms)
+    added = sum(sum(counts.values()) for counts in terms)
+    average = (kept[1] + added) / max(kept[0] + len(passages), 1)
+    bm25.add(connection, [(int(rows[i]), c) for i, c in zip(ids, terms, strict=True)], average)
+    return added
 
 
 def _record_build(
