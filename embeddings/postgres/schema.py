@@ -53,8 +53,10 @@ TABLES = (
     "newsqa_schema_version",
 )  # fmt: skip
 
-# pgvector's HNSW defaults, written out so the index is built the same on every server.
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+# The HNSW graph's links per node (pgvector's default) and its build-time candidate list (twice
+# the default: at 100,000 synthetic passages recall@100 at ef_search 1000 rose from 0.977 to
+# 0.995, the whole build from 34 s to 39 s), written out so every server builds it the same.
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128
 
 Connection = psycopg.Connection[Any]
 
