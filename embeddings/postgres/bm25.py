@@ -12,8 +12,10 @@ A term most passages hold would make a question read most postings, so each post
 keeps its impact, the term-frequency part of its BM25 score (`tf / (tf + k1 * (1 - b + b *
 length / average))`, with the average length when it was written), and a question reads at
 most `PER_TERM` postings per term, the highest by impact. A term in fewer passages than that
-is read whole, so a small index scores exactly as bm25s does; in a large one a passage can
-miss the part of its score from a term it holds outside that term's best `PER_TERM`.
+is read whole, so a small index scores exactly as bm25s does. In a large one, the passages
+best by the postings read are scored again over every posting of the asked terms they hold,
+so a returned score is exact; a passage is missed only when the parts of its score outside
+its terms' best postings would have lifted it into the top from below that shortlist.
 """
 
 from __future__ import annotations
@@ -34,21 +36,33 @@ Scores = npt.NDArray[np.float32]
 
 # Postings read per asked term, at most: the best by impact (see above).
 PER_TERM = 2000
+# The best `RESCORED * k` passages by the postings read are scored again over all their
+# postings of the asked terms (one index lookup each), and the best `k` of them returned.
+RESCORED = 3
 
 # The corpus's passage count and mean length come in as parameters: joined in from
 # newsqa_meta, they made the planner misjudge the row counts and hash every posting.
 _SCORE: LiteralString = """
-SELECT p.passage,
+WITH q AS (
+    SELECT t.id, q.weight * ln(1 + (%(n)s - t.df + 0.5) / (t.df::float8 + 0.5)) AS idf
+    FROM unnest(%(terms)s::text[], %(weights)s::int[]) AS q(term, weight)
+    JOIN newsqa_terms AS t ON t.term = q.term),
+shortlist AS (
+    SELECT p.passage
+    FROM q CROSS JOIN LATERAL (SELECT passage, tf, length FROM newsqa_postings
+                               WHERE term = q.id ORDER BY impact DESC, passage
+                               LIMIT %(per_term)s) AS p
+    GROUP BY p.passage
+    ORDER BY sum(q.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(average)s)))
+             DESC, p.passage
+    LIMIT %(rescored)s)
+SELECT s.passage,
        sum(q.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(average)s)))
            AS score
-FROM (SELECT t.id, q.weight * ln(1 + (%(n)s - t.df + 0.5) / (t.df::float8 + 0.5)) AS idf
-      FROM unnest(%(terms)s::text[], %(weights)s::int[]) AS q(term, weight)
-      JOIN newsqa_terms AS t ON t.term = q.term) AS q
-CROSS JOIN LATERAL (SELECT passage, tf, length FROM newsqa_postings
-                    WHERE term = q.id ORDER BY impact DESC, passage
-                    LIMIT %(per_term)s) AS p
-GROUP BY p.passage
-ORDER BY score DESC, p.passage
+FROM shortlist AS s CROSS JOIN q
+JOIN newsqa_postings AS p ON p.term = q.id AND p.passage = s.passage
+GROUP BY s.passage
+ORDER BY score DESC, s.passage
 LIMIT %(k)s
 """
 
@@ -75,7 +89,7 @@ def shortlist(
     parameters = {
         "terms": list(weights), "weights": list(weights.values()), "k1": BM25_K1, "b": BM25_B,
         "n": float(corpus[0]), "average": corpus[1] / corpus[0], "k": k,
-        "per_term": max(PER_TERM, k),
+        "per_term": max(PER_TERM, k), "rescored": RESCORED * k,
     }  # fmt: skip
     # Planned afresh each time: a prepared (generic) plan cannot see which terms are asked.
     found = connection.execute(_SCORE, parameters, prepare=False).fetchall()
