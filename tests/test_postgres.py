@@ -101,6 +101,31 @@ def test_database_answers_as_the_index_folder(
         assert np.allclose([h[1:] for h in found], [h[1:] for h in expected], atol=1e-5)
 
 
+@pytest.mark.parametrize("per_term", [1, 2, 1000])
+def test_bm25_reading_few_postings_per_term_still_returns_exact_scores(
+    data_dir: Path,
+    tmp_path: Path,
+    database_url: str,
+    encoder: FakeEncoder,
+    monkeypatch: pytest.MonkeyPatch,
+    per_term: int,
+) -> None:
+    """However few postings a term's list is cut to, the passages returned carry their whole
+    BM25 score, the index folder's; with the lists whole the ranking is the folder's too."""
+    searchers = _both(_articles(data_dir), tmp_path, database_url, encoder)
+    folder, database = (searcher.index for searcher in searchers)
+    monkeypatch.setattr(bm25, "PER_TERM", per_term)
+    for question in ["rain valley team", "the team won the cup in the valley"]:
+        rows, scores = database.lexical_nearest(question, 1 if per_term < 1000 else 10)
+        expected = dict(zip(*folder.lexical_nearest(question, 100), strict=True))
+        ids = {folder.passage(int(row)).id: float(score) for row, score in expected.items()}
+        found = [database.passage(int(row)).id for row in rows]
+        assert len(found) > 0 and np.allclose(scores, [ids[i] for i in found], atol=1e-5)
+        if per_term == 1000:
+            best = sorted(ids.values(), reverse=True)[: len(found)]
+            assert np.allclose(scores, best, atol=1e-5), question
+
+
 _OPENED: list[PostgresStore] = []
 
 
