@@ -25,7 +25,7 @@ from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
 from bot.fetching import Fetcher, FetchPolicy
 from bot.handlers import Handlers
 from bot.health import start_monitoring
-from bot.logs import configure_logging, redact
+from bot.logs import configure_logging, logs_json, redact
 from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.pages import PageAdder
 from bot.service import QAService, Ranking
@@ -1079,7 +1079,18 @@ def reported_errors(data_dir: Path, model: str, store: str | None = None) -> Ite
     try:
         yield
     except errors.NewsqaError as error:
-        raise click.ClickException(explain(error, data_dir, model, store)) from error
+        raise ReportedError(explain(error, data_dir, model, store)) from error
+
+
+class ReportedError(click.ClickException):
+    """An error's one line: click's "Error: ..." on stderr, or with --log-format json one more
+    JSON log line, so a log collector sees why the process stopped."""
+
+    def show(self, file: Any = None) -> None:
+        if logs_json():
+            log.error(self.format_message(), extra={"event": "error"})
+        else:
+            super().show(file)
 
 
 def explain(error: errors.NewsqaError, data_dir: Path, model: str, store: str | None) -> str:

@@ -23,6 +23,17 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
+def logs_json() -> bool:
+    """Whether the log is one JSON object per line (--log-format json), redacted or not."""
+    return any(_is_json(h.formatter) for h in logging.getLogger().handlers)
+
+
+def _is_json(formatter: logging.Formatter | None) -> bool:
+    while isinstance(formatter, RedactingFormatter):
+        formatter = formatter.inner
+    return isinstance(formatter, JsonFormatter)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, event, message, the question fields,
     and the traceback as one string."""
@@ -46,11 +57,11 @@ class RedactingFormatter(logging.Formatter):
 
     def __init__(self, inner: logging.Formatter, secrets: list[str]) -> None:
         super().__init__()
-        self._inner = inner
+        self.inner = inner
         self._secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
-        text = self._inner.format(record)
+        text = self.inner.format(record)
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text

@@ -52,8 +52,9 @@ async def reach_telegram(
 ) -> None:
     """getMe (and setWebhook with `webhook` = (url, secret)) until Telegram answers.
 
-    A network fault, a timeout or a 5xx is tried again after a growing pause, logged as one
-    line; a rejected token or webhook address will not get better, so it raises at once.
+    A network fault, a timeout or a 5xx is tried again after a growing pause, each try logged
+    as one line (the first as a warning, the rest at INFO); a rejected token or webhook
+    address will not get better, so it raises at once.
     """
     backoff = pauses(first_pause)
     for attempt in range(1, tries + 1):
@@ -75,7 +76,10 @@ async def reach_telegram(
                     f"Telegram did not answer at {where} in {tries} tries ({error.message})"
                 ) from error
             pause = next(backoff)
-            log.warning(
+            # The first miss is a warning; the tries after it are INFO, so an outage costs the
+            # default log two lines (this one and the last word), and --log-level info shows all.
+            log.log(
+                logging.WARNING if attempt == 1 else logging.INFO,
                 "Telegram did not answer at %s (%s); trying again in %.0f s",
                 where, error.message, pause,
             )  # fmt: skip
