@@ -63,7 +63,7 @@ from embeddings.evaluation import (
     load_passage_set,
     score_rankings,
 )
-from embeddings.index import Index
+from embeddings.index import Index, Segment
 from embeddings.judging import (
     AnswerReport,
     CachingEncoder,
@@ -385,14 +385,20 @@ def _spread_date(article_id: str) -> dt.date:
 
 
 def undated(index: Index) -> Index:
-    """The same index with every article's date removed: the date prior has nothing to prefer."""
-    catalog = index.catalog
-    blank = catalog.dates * 0
-    no_dates = Catalog(catalog.row_articles, blank, catalog.vectors, catalog.entries)
-    return Index(
-        index.generation, index.vectors, index.passages, index.meta,
-        catalog=no_dates, lexical=index.lexical, folder=index.folder,
-    )  # fmt: skip
+    """The same index with every article's date removed: the date prior has nothing to prefer
+    (each segment's catalog with blank dates)."""
+    segments = []
+    for segment in index.segments:
+        catalog = segment.catalog
+        blank = catalog.dates * 0
+        no_dates = Catalog(catalog.row_articles, blank, catalog.vectors, catalog.entries)
+        segments.append(
+            Segment(
+                segment.vectors, segment.passages, segment.meta,
+                catalog=no_dates, lexical=segment.lexical, folder=segment.folder,
+            )
+        )  # fmt: skip
+    return Index(index.generation, segments, index.meta, folder=index.folder)
 
 
 def dated_section(articles: list[Article], encoder: Encoder) -> str:

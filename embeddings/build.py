@@ -1,8 +1,14 @@
 """Building the index: articles in, a new generation on disk, embedding only what changed.
 
 A build holds a lock, reuses the vectors of every article whose content hash is unchanged,
-writes the whole new generation into a temporary folder (every file synced), renames it into
-place and only then switches CURRENT to it in one atomic rename.
+writes the new generation into a temporary folder (every file synced), renames it into place
+and only then switches CURRENT to it in one atomic rename.
+
+When the articles only grew (no article changed or removed, the same multilingual model), the
+new generation is the previous one's segments, hard-linked, plus one small append segment of
+the new articles: its cost follows the new articles, not the index. Anything else, a build that
+would exceed `MAX_SEGMENTS`, or `merge`, writes one base segment from all rows, reusing every
+vector it already has (see embeddings/index.py for the layout).
 """
 
 from __future__ import annotations
@@ -35,10 +41,13 @@ from embeddings.index import (
     FORMAT_VERSION,
     INT8_SCAN_ROWS,
     LEXICAL,
+    MAX_SEGMENTS,
     META,
     MULTILINGUAL_VECTORS,
     OFFSETS,
     PASSAGES,
+    SEGMENTED_VERSION,
+    SEGMENTS,
     VECTORS,
     Index,
     current_generation,
@@ -47,6 +56,7 @@ from embeddings.index import (
 )
 from embeddings.passages import Passage, split_article
 from embeddings.scan import Int8Matrix
+from embeddings.segments import StackedRows
 from embeddings.store import passages_file
 
 # Generation folders (and the temporary folders of builds): everything else in an index
@@ -67,6 +77,48 @@ class BuildReport:
     removed_articles: int
     written: bool
     seconds: float
+    segments: int = 1  # segments of the index afterwards
+
+
+@dataclass(frozen=True)
+class _Change:
+    """How the articles differ from the previous index's."""
+
+    added: list[Article]
+    changed: int
+    removed: int
+    multilingual: bool  # the multilingual model (or its absence) changed
+
+    @classmethod
+    def of(
+        cls, articles: Sequence[Article], previous: Index | None, multilingual: Encoder | None
+    ) -> _Change:
+        if previous is None:
+            return cls(list(articles), 0, 0, multilingual is not None)
+        entries = [previous.article(article.id) for article in articles]
+        added = [a for a, entry in zip(articles, entries, strict=True) if entry is None]
+        changed = sum(
+            1 for a, e in zip(articles, entries, strict=True) if e and e.hash != a.content_hash
+        )
+        removed = len({entry.id for entry in previous.entries} - {a.id for a in articles})
+        model = multilingual.name if multilingual else None
+        return cls(added, changed, removed, previous.multilingual_model != model)
+
+    @property
+    def additive(self) -> bool:
+        """Only new articles: the previous index stays as it is, under them."""
+        return bool(self.added) and not (self.changed or self.removed or self.multilingual)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.added or self.changed or self.removed or self.multilingual)
+
+
+@dataclass(frozen=True)
+class _Written:
+    passages: int
+    embedded: int
+    segments: int
 
 
 def build_index(
@@ -76,11 +128,13 @@ def build_index(
     *,
     multilingual: Encoder | None = None,
     progress: bool = False,
+    merge: bool = False,
 ) -> BuildReport:
     """Bring the index at `path` up to date with `articles`, embedding only what changed.
 
     With `multilingual`, a second matrix from that encoder is kept alongside, under the same
-    incremental rules; without it, an existing second matrix is dropped.
+    incremental rules; without it, an existing second matrix is dropped. With `merge`, an index
+    of several segments is rewritten as one even when no article changed.
     """
     if not articles:
         raise NoArticlesError("There are no articles to index")
@@ -88,34 +142,69 @@ def build_index(
     path.mkdir(parents=True, exist_ok=True)
     with _build_lock(path):
         previous = _previous_index(path, encoder.name)
-        plan = _plan(articles, previous, encoder)
-        known = {entry.id for entry in previous.catalog.entries} if previous else set()
-        removed = len(known - {a.id for a in articles})
-        old_multilingual = previous.multilingual_model if previous else None
-        new_multilingual = multilingual.name if multilingual else None
-        written = (
-            previous is None or removed > 0 or plan.embedded > 0
-            or old_multilingual != new_multilingual
-        )  # fmt: skip
-        if written:
-            new_rows = _embed(encoder, plan.texts_to_embed, progress)
-            matrices = {VECTORS: plan.assemble(previous.vectors if previous else None, new_rows)}
-            meta = _meta(encoder, plan)
-            if multilingual:
-                matrices[MULTILINGUAL_VECTORS] = _multilingual_matrix(
-                    plan, previous, multilingual, progress
-                )
-                meta["multilingual"] = {"model": multilingual.name}
-            _write_generation(path, matrices, plan, meta)
+        change = _Change.of(articles, previous, multilingual)
+        segments = len(previous.segments) if previous else 0
+        written: _Written | None = None
+        if previous and change.additive and not merge and segments < MAX_SEGMENTS:
+            written = _append(path, previous, change.added, encoder, multilingual, progress)
+        elif previous is None or change.any or (merge and segments > 1):
+            written = _rebuild(path, articles, previous, encoder, multilingual, progress)
+    passages = written.passages if written else len(previous or ())
+    embedded = written.embedded if written else 0
     return BuildReport(
         articles=len(articles),
-        passages=len(plan.passages),
-        embedded=plan.embedded,
-        reused=len(plan.passages) - plan.embedded,
-        removed_articles=removed,
-        written=written,
+        passages=passages,
+        embedded=embedded,
+        reused=passages - embedded,
+        removed_articles=change.removed,
+        written=written is not None,
         seconds=time.perf_counter() - started,
+        segments=written.segments if written else segments,
     )
+
+
+def _rebuild(
+    path: Path,
+    articles: Sequence[Article],
+    previous: Index | None,
+    encoder: Encoder,
+    multilingual: Encoder | None,
+    progress: bool,
+) -> _Written:
+    """Write one base segment of every article, reusing every vector `previous` holds."""
+    plan = _plan(articles, previous, encoder)
+    new_rows = _embed(encoder, plan.texts_to_embed, progress)
+    matrices = {VECTORS: plan.assemble(previous.vectors if previous else None, new_rows)}
+    meta = _meta(encoder, plan)
+    if multilingual:
+        matrices[MULTILINGUAL_VECTORS] = _multilingual_matrix(
+            plan, previous, multilingual, progress
+        )
+        meta["multilingual"] = {"model": multilingual.name}
+    _write_generation(path, matrices, plan, meta, below=None)
+    return _Written(len(plan.passages), plan.embedded, 1)
+
+
+def _append(
+    path: Path,
+    previous: Index,
+    added: Sequence[Article],
+    encoder: Encoder,
+    multilingual: Encoder | None,
+    progress: bool,
+) -> _Written | None:
+    """Write `previous`'s segments plus one of the `added` articles (None when they have no
+    passages, so there is nothing to write)."""
+    plan = _plan(added, None, encoder)
+    if not plan.embedded:
+        return None
+    matrices = {VECTORS: _embed(encoder, plan.texts_to_embed, progress)}
+    meta = _meta(encoder, plan)
+    if multilingual:
+        matrices[MULTILINGUAL_VECTORS] = _embed(multilingual, plan.texts_to_embed, progress)
+        meta["multilingual"] = {"model": multilingual.name}
+    _write_generation(path, matrices, plan, meta, below=previous)
+    return _Written(len(previous) + plan.embedded, plan.embedded, len(previous.segments) + 1)
 
 
 def _multilingual_matrix(
@@ -150,7 +239,7 @@ def _previous_index(path: Path, model: str) -> Index | None:
     """The index to reuse vectors from, or None when it is missing, damaged or another model's."""
     try:
         index = Index.load(path, model=model)
-        index.catalog.entries  # noqa: B018 -- a damaged articles.jsonl fails here, not mid-build
+        index.entries  # noqa: B018 -- a damaged articles.jsonl fails here, not mid-build
     except IndexNotFoundError:
         return None
     except (NewsqaError, ValueError, KeyError) as error:
@@ -194,7 +283,7 @@ class _Plan:
         self.passages.extend(passages)
         return start
 
-    def assemble(self, previous: Vectors | None, new_vectors: Vectors) -> Vectors:
+    def assemble(self, previous: Vectors | StackedRows | None, new_vectors: Vectors) -> Vectors:
         """The full matrix: reused rows copied from `previous`, the others from `new_vectors`."""
         source = previous if previous is not None and len(previous) else new_vectors
         matrix = np.empty((len(self.passages), source.shape[1]), dtype=np.float32)
@@ -232,28 +321,23 @@ def _meta(encoder: Encoder, plan: _Plan) -> dict[str, Any]:
 
 
 def _write_generation(
-    path: Path, matrices: dict[str, Vectors], plan: _Plan, meta: dict[str, Any]
+    path: Path, matrices: dict[str, Vectors], plan: _Plan, meta: dict[str, Any], below: Index | None
 ) -> None:
-    """Write a complete new generation, then switch CURRENT to it in one atomic rename."""
-    vectors = matrices[VECTORS]
-    meta = {**meta, "dimension": int(vectors.shape[1])}
-    if MULTILINGUAL_VECTORS in matrices:
-        meta["multilingual"]["dimension"] = int(matrices[MULTILINGUAL_VECTORS].shape[1])
+    """Write a complete new generation, then switch CURRENT to it in one atomic rename: one
+    segment of `plan`, on its own or (an append) above the segments of `below`, hard-linked."""
     name = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     staging = path / f".build-{name}"
     staging.mkdir()
-    for filename, matrix in matrices.items():
-        np.save(staging / filename, matrix, allow_pickle=False)
-    lines, offsets = passages_file(plan.passages)
-    (staging / PASSAGES).write_bytes(lines)
-    np.save(staging / OFFSETS, offsets, allow_pickle=False)
-    Catalog.build(plan.entries, vectors).save(staging)
-    lexical_of([p.embedding_text for p in plan.passages]).save(staging / LEXICAL)
-    if len(vectors) >= INT8_SCAN_ROWS:
-        Int8Matrix.quantize(vectors).save(staging)
-    files = sorted(f for f in staging.rglob("*") if f.is_file())
-    meta[CHECKSUMS] = {str(f.relative_to(staging)): sha256(f) for f in files}
-    (staging / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+    if below is None:
+        _write_segment(staging, matrices, plan, meta, frequencies=False)
+    else:
+        records = [
+            _link_segment(segment.folder, staging) for segment in below.segments if segment.folder
+        ]
+        (staging / name).mkdir()
+        segment_meta = _write_segment(staging / name, matrices, plan, meta, frequencies=True)
+        records.append(_segment_record(staging / name, segment_meta))
+        _write_segmented_meta(staging, segment_meta, records)
     _sync_tree(staging)
     staging.rename(path / name)
     previous = current_generation(path)
@@ -261,6 +345,73 @@ def _write_generation(
     (path / f".{CURRENT}.tmp").replace(path / CURRENT)
     _sync_folder(path)
     _remove_old_generations(path, keep={name, previous or ""})
+
+
+def _write_segment(
+    folder: Path, matrices: dict[str, Vectors], plan: _Plan, meta: dict[str, Any], *,
+    frequencies: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Write the files of one segment into `folder`, meta.json (with every file's SHA-256)
+    last; returns that meta. An append segment keeps BM25 term `frequencies`."""
+    vectors = matrices[VECTORS]
+    meta = {**meta, "dimension": int(vectors.shape[1])}
+    if MULTILINGUAL_VECTORS in matrices:
+        dimension = int(matrices[MULTILINGUAL_VECTORS].shape[1])
+        meta["multilingual"] = {**meta["multilingual"], "dimension": dimension}
+    for filename, matrix in matrices.items():
+        np.save(folder / filename, matrix, allow_pickle=False)
+    lines, offsets = passages_file(plan.passages)
+    (folder / PASSAGES).write_bytes(lines)
+    np.save(folder / OFFSETS, offsets, allow_pickle=False)
+    Catalog.build(plan.entries, vectors).save(folder)
+    texts = [p.embedding_text for p in plan.passages]
+    lexical_of(texts, frequencies=frequencies).save(folder / LEXICAL)
+    if len(vectors) >= INT8_SCAN_ROWS:
+        Int8Matrix.quantize(vectors).save(folder)
+    files = sorted(f for f in folder.rglob("*") if f.is_file())
+    meta[CHECKSUMS] = {str(f.relative_to(folder)): sha256(f) for f in files}
+    (folder / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
+    return meta
+
+
+def _link_segment(source: Path, staging: Path) -> dict[str, Any]:
+    """Hard-link every file of the segment at `source` into a folder of the same name in
+    `staging` (its checksums come along in its meta.json); the generation's record of it."""
+    target = staging / source.name
+    for file in sorted(source.rglob("*")):
+        if file.is_file():
+            (target / file.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            os.link(file, target / file.relative_to(source))
+    meta = json.loads((target / META).read_text(encoding="utf-8"))
+    return _segment_record(target, meta)
+
+
+def _segment_record(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """A segment as its generation's meta.json lists it."""
+    return {
+        "name": folder.name,
+        "count": meta["count"],
+        "articles": meta["articles"],
+        CHECKSUMS: sha256(folder / META),
+    }
+
+
+def _write_segmented_meta(
+    staging: Path, newest: dict[str, Any], records: list[dict[str, Any]]
+) -> None:
+    """The generation's meta.json: the newest segment's model and dimensions, the totals,
+    and the segments, base first."""
+    keys = ("model", "dimension", "built_at", "multilingual")
+    kept: dict[str, Any] = {key: newest[key] for key in keys if key in newest}
+    meta = {
+        "format": FORMAT,
+        "version": SEGMENTED_VERSION,
+        **kept,
+        "count": sum(record["count"] for record in records),
+        "articles": sum(record["articles"] for record in records),
+        SEGMENTS: records,
+    }
+    (staging / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 def _sync_tree(folder: Path) -> None:

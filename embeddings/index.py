@@ -14,6 +14,20 @@ Layout of an index folder (plain files, readable without this library)::
     <generation>/codes.npy, scales.npy   int8 copy of the matrix for large indexes (scan.py)
     <generation>/vectors-multilingual.npy   optional: the same rows from a multilingual model
 
+A generation is one segment (the files above, in the generation folder itself: format version 2)
+or, after builds that only added articles, a base segment plus up to `MAX_SEGMENTS` - 1 small
+append segments (format version 3)::
+
+    <generation>/meta.json        version 3: model, dimension, counts, and "segments": each one's
+                                  folder name, passage and article counts and meta.json SHA-256
+    <generation>/<segment>/...    each segment: exactly the files of a version-2 generation
+
+Global row numbers run through the segments in order (a segment's first row + its local row),
+and article numbers likewise, so `Index` answers as if it were one matrix (embeddings/segments.py).
+A new generation reuses the previous one's segments as hard links to the same files: nothing is
+copied or hashed again, and each generation stays a self-contained folder that can be deleted
+on its own.
+
 `embeddings.build` writes a generation in a temporary folder, renames it into place and only
 then points CURRENT at it, so a crash at any moment leaves the previous index whole.
 
@@ -30,7 +44,8 @@ import json
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +55,21 @@ import numpy.typing as npt
 from embeddings.catalog import ArticleEntry, Catalog
 from embeddings.encoder import Vectors
 from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError
-from embeddings.lexical import LexicalIndex, Tokenizer
+from embeddings.lexical import LexicalIndex, SegmentedLexical, Tokenizer
 from embeddings.passages import Passage
 from embeddings.reranker import Reading
 from embeddings.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel
+from embeddings.segments import ChainedPassages, StackedRows, gather, locate, starts_of
 from embeddings.store import PassageStore
 
 FORMAT = "newsqa-index"
 FORMAT_VERSION = 2
+# The version of a generation made of segments (each segment a version-2 folder).
+SEGMENTED_VERSION = 3
+# meta.json key of a segmented generation: its segments, base first.
+SEGMENTS = "segments"
+# A generation holds at most this many segments; a build past it merges them into one.
+MAX_SEGMENTS = 8
 CURRENT = "CURRENT"
 VECTORS, PASSAGES, META = "vectors.npy", "passages.jsonl", "meta.json"
 OFFSETS = "passages.offsets.npy"  # byte offset of each passages.jsonl line, and the end
@@ -84,13 +106,12 @@ class Hit:
     reading: Reading | None = None
 
 
-class Index:
-    """A loaded index: memory-mapped matrices, the passages and articles their rows belong to,
-    and the BM25 index of the same passages."""
+class Segment:
+    """One self-contained part of a generation: memory-mapped matrices, the passages and
+    articles their rows belong to, and the BM25 index of the same passages."""
 
     def __init__(
         self,
-        generation: str,
         vectors: Vectors,
         passages: Sequence[Passage],
         meta: dict[str, Any],
@@ -101,8 +122,7 @@ class Index:
         codes: Int8Matrix | None = None,
         folder: Path | None = None,
     ):
-        self.generation = generation
-        self.folder = folder  # where its files are; None for an index held in memory
+        self.folder = folder  # where its files are; None for a segment held in memory
         self.vectors = vectors
         self.passages = passages
         self.meta = meta
@@ -115,9 +135,64 @@ class Index:
         # bot would soon count most of the matrix in its memory. A small matrix may be all
         # mapped, and gathering is faster (about 1 ms per question at 100,000 passages).
         big = codes is not None and vectors.nbytes > GATHER_BYTES
-        self._rows: Vectors | FloatRows = (
+        self.rows: Vectors | FloatRows = (
             FloatRows(folder / VECTORS) if folder is not None and big else vectors
         )
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def nearest(self, query: Vectors, k: int, *, multilingual: bool) -> tuple[Rows, Vectors]:
+        """Local rows of the `k` passages closest to `query`, best first, and their cosines:
+        by the int8 scan when the segment keeps codes, else exactly."""
+        matrix = self.multilingual if multilingual else self.vectors
+        if matrix is None:
+            raise ModelMismatchError("This index has no multilingual vectors")
+        if self.codes is not None and not multilingual and has_fast_kernel():
+            return self.codes.search(query, k, self.rows)
+        scores = matrix @ query
+        rows = np.array(top_k(scores, k), dtype=np.intp)
+        return rows, scores[rows]
+
+
+class Index:
+    """A loaded index generation: its segments read as one, in global row order (a single
+    segment is read directly)."""
+
+    def __init__(
+        self,
+        generation: str,
+        segments: Sequence[Segment],
+        meta: dict[str, Any],
+        *,
+        folder: Path | None = None,
+    ):
+        self.generation = generation
+        self.folder = folder  # the generation folder; None for an index held in memory
+        self.segments = list(segments)
+        self.meta = meta
+        self._row_starts = starts_of([len(segment) for segment in self.segments])
+        self._article_starts = starts_of([len(segment.catalog) for segment in self.segments])
+        single = len(self.segments) == 1
+        first = self.segments[0]
+        self.vectors: Vectors | StackedRows = first.vectors if single else self._stacked("vectors")
+        self._rows: Vectors | FloatRows | StackedRows = (
+            first.rows if single else self._stacked("rows")
+        )
+        self.multilingual: Vectors | StackedRows | None = (
+            first.multilingual if single or first.multilingual is None
+            else self._stacked("multilingual")
+        )  # fmt: skip
+        self.passages: Sequence[Passage] = (
+            first.passages if single else ChainedPassages([s.passages for s in self.segments])
+        )
+        self.lexical: LexicalIndex | SegmentedLexical = (
+            first.lexical if single else SegmentedLexical([s.lexical for s in self.segments])
+        )
+
+    def _stacked(self, attribute: str) -> StackedRows:
+        parts = [getattr(segment, attribute) for segment in self.segments]
+        return StackedRows(parts, int(self.segments[0].vectors.shape[1]))
 
     @classmethod
     def from_passages(cls, passages: Sequence[Passage], vectors: Vectors) -> Index:
@@ -125,10 +200,31 @@ class Index:
         texts = [passage.embedding_text for passage in passages]
         meta = {"model": "", "count": len(passages), "articles": None}
         catalog = Catalog.from_passages(passages, vectors)
-        return cls("memory", vectors, passages, meta, catalog=catalog, lexical=lexical_of(texts))
+        segment = Segment(vectors, passages, meta, catalog=catalog, lexical=lexical_of(texts))
+        return cls("memory", [segment], meta)
 
     def __len__(self) -> int:
         return len(self.passages)
+
+    @property
+    def codes(self) -> Int8Matrix | None:
+        """The int8 copy of the matrix of a one-segment index (None for several segments)."""
+        return self.segments[0].codes if len(self.segments) == 1 else None
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """All articles as one catalog. Of several segments it is assembled (reading every
+        article record and vector): for tools and tests; search uses the methods below."""
+        if len(self.segments) == 1:
+            return self.segments[0].catalog
+        every = np.arange(len(self), dtype=np.intp)
+        articles = np.arange(self.article_count(), dtype=np.intp)
+        return Catalog(
+            self.row_articles(every).astype(np.int32),
+            self.article_dates(articles).astype(np.int32),
+            self.article_vectors(articles),
+            self.entries,
+        )
 
     @property
     def model(self) -> str:
@@ -157,13 +253,17 @@ class Index:
     def nearest(
         self, query: Vectors, k: int, *, multilingual: bool = False
     ) -> tuple[Rows, Vectors]:
-        """Rows of the `k` passages closest to `query`, best first, and their cosines."""
-        matrix = self._matrix(multilingual)
-        if self.codes is not None and not multilingual and has_fast_kernel():
-            return self.codes.search(query, k, self._rows)
-        scores = matrix @ query
-        rows = np.array(top_k(scores, k), dtype=np.intp)
-        return rows, scores[rows]
+        """Rows of the `k` passages closest to `query`, best first, and their cosines: each
+        segment's best `k`, merged (ties: the lower row first)."""
+        if len(self.segments) == 1:
+            return self.segments[0].nearest(query, k, multilingual=multilingual)
+        found = [s.nearest(query, k, multilingual=multilingual) for s in self.segments]
+        rows = np.concatenate(
+            [r + start for (r, _), start in zip(found, self._row_starts[:-1], strict=True)]
+        )
+        scores = np.concatenate([s for _, s in found])
+        best = np.lexsort((rows, -scores))[: max(k, 0)]
+        return rows[best].astype(np.intp), scores[best]
 
     def cosines(self, query: Vectors, rows: Rows, *, multilingual: bool = False) -> Vectors:
         """The cosines of `query` with the given rows only."""
@@ -203,51 +303,83 @@ class Index:
 
     def row_articles(self, rows: Rows) -> Rows:
         """The article number of each row."""
-        return np.asarray(self.catalog.row_articles[rows], dtype=np.intp)
+        parts = [segment.catalog.row_articles for segment in self.segments]
+        numbers = gather(parts, self._row_starts, rows)
+        part, _ = locate(self._row_starts, np.asarray(rows, dtype=np.intp))
+        return np.asarray(numbers + self._article_starts[part], dtype=np.intp)
 
     def article_dates(self, articles: Rows) -> npt.NDArray[np.int64]:
         """Each article's date as a proleptic ordinal, 0 when undated."""
-        return np.asarray(self.catalog.dates, dtype=np.int64)[articles]
+        parts = [segment.catalog.dates for segment in self.segments]
+        return np.asarray(gather(parts, self._article_starts, articles), dtype=np.int64)
 
     def article_vectors(self, articles: Rows) -> Vectors:
         """Each article's L2-normalised mean passage vector."""
-        return np.asarray(self.catalog.vectors[articles])
+        parts = [segment.catalog.vectors for segment in self.segments]
+        return np.asarray(gather(parts, self._article_starts, articles), dtype=np.float32)
 
     def article_count(self) -> int:
         """The number of articles."""
-        return len(self.catalog)
+        return int(self._article_starts[-1])
 
     def date_range(self) -> tuple[dt.date | None, dt.date | None]:
         """The earliest and the latest article date."""
-        return self.catalog.date_range()
+        ranges = [segment.catalog.date_range() for segment in self.segments]
+        firsts = [first for first, _ in ranges if first is not None]
+        lasts = [last for _, last in ranges if last is not None]
+        return (min(firsts), max(lasts)) if firsts and lasts else (None, None)
 
     def newest_articles(self, count: int) -> list[ArticleEntry]:
         """The `count` most recent articles, newest first (undated ones last)."""
-        return self.catalog.newest(count)
+        if len(self.segments) == 1:
+            return self.catalog.newest(count)
+        dates = self.article_dates(np.arange(self.article_count(), dtype=np.intp))
+        order = np.argsort(-dates, kind="stable")[:count]
+        return [self.entries[int(number)] for number in order]
 
-    def _matrix(self, multilingual: bool) -> Vectors:
+    def _matrix(self, multilingual: bool) -> Vectors | StackedRows:
         matrix = self.multilingual if multilingual else self.vectors
         if matrix is None:
             raise ModelMismatchError("This index has no multilingual vectors")
         return matrix
 
+    @cached_property
+    def entries(self) -> list[ArticleEntry]:
+        """Every article's record by number, rows counted globally (parsed on first use)."""
+        if len(self.segments) == 1:
+            return self.segments[0].catalog.entries
+        return [
+            replace(entry, first=entry.first + int(start))
+            for segment, start in zip(self.segments, self._row_starts[:-1], strict=True)
+            for entry in segment.catalog.entries
+        ]
+
+    @cached_property
+    def _numbers(self) -> dict[str, int]:
+        return {entry.id: number for number, entry in enumerate(self.entries)}
+
     def article(self, article_id: str) -> ArticleEntry | None:
         """The article with this id, or None when the index does not hold it."""
-        return self.catalog.get(article_id)
+        if len(self.segments) == 1:
+            return self.segments[0].catalog.get(article_id)
+        number = self._numbers.get(article_id)
+        return None if number is None else self.entries[number]
 
     def article_passages(self, article_id: str) -> list[Passage]:
         """All passages of one article, in reading order (none for an unknown article)."""
-        entry = self.catalog.get(article_id)
+        entry = self.article(article_id)
         if entry is None:
             return []
         return list(self.passages[entry.first : entry.first + entry.count])
 
     def verify(self) -> None:
-        """Insist every file has the SHA-256 its build recorded (reads the whole index)."""
+        """Insist every file of every segment has the SHA-256 its build recorded (reads the
+        whole index)."""
         if self.folder is None:
             return
         try:
-            _check_sums(self.folder, self.meta.get(CHECKSUMS, {}))
+            for folder, meta in _segment_metas(self.folder, self.meta):
+                _check_sums(folder, meta.get(CHECKSUMS, {}), self.folder)
         except (OSError, ValueError) as error:
             where = self.folder.parent
             raise IndexCorruptError(f"The index at {where} is damaged ({error})") from error
@@ -274,9 +406,9 @@ class Index:
 BM25_K1, BM25_B = 0.9, 0.4
 
 
-def lexical_of(texts: Sequence[str]) -> LexicalIndex:
-    """The BM25 index the product searches."""
-    return LexicalIndex.build(texts, k1=BM25_K1, b=BM25_B)
+def lexical_of(texts: Sequence[str], *, frequencies: bool = False) -> LexicalIndex:
+    """The BM25 index the product searches (with `frequencies`: of an append segment)."""
+    return LexicalIndex.build(texts, k1=BM25_K1, b=BM25_B, frequencies=frequencies)
 
 
 def top_k(scores: Vectors, k: int) -> list[int]:
@@ -303,13 +435,16 @@ def current_generation(path: Path) -> str | None:
 def _read_generation(folder: Path, verify: bool | None) -> Index:
     """Open and cross-check one generation's files; any inconsistency is `IndexCorruptError`."""
     try:
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"unknown format {meta.get('format')!r} v{meta.get('version')!r}")
-        sums = meta.get(CHECKSUMS, {})
-        if verify or (verify is None and _total_bytes(folder, sums) <= VERIFY_BYTES):
-            _check_sums(folder, sums)  # what the shapes and sizes cannot see
-        index = _open_parts(folder, meta)
+        meta = _read_meta(folder, (FORMAT_VERSION, SEGMENTED_VERSION))
+        parts = _segment_metas(folder, meta)
+        size = sum(_total_bytes(part, part_meta.get(CHECKSUMS, {})) for part, part_meta in parts)
+        if verify or (verify is None and size <= VERIFY_BYTES):
+            for part, part_meta in parts:  # what the shapes and sizes cannot see
+                _check_sums(part, part_meta.get(CHECKSUMS, {}), folder)
+        segments = [_open_parts(part, part_meta) for part, part_meta in parts]
+        if sum(len(segment) for segment in segments) != meta["count"]:
+            raise ValueError(f"the segments do not hold the {meta['count']} passages promised")
+        index = Index(folder.name, segments, meta, folder=folder)
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise IndexCorruptError(f"The index at {folder.parent} is damaged ({error})") from error
     except IndexCorruptError as error:  # the lexical index names its own folder
@@ -317,8 +452,41 @@ def _read_generation(folder: Path, verify: bool | None) -> Index:
     return index
 
 
-def _open_parts(folder: Path, meta: dict[str, Any]) -> Index:
-    """Map every file of a generation, insisting on the counts and shapes meta.json promises."""
+def _read_meta(folder: Path, versions: tuple[int, ...]) -> dict[str, Any]:
+    """A meta.json of a known format and version."""
+    meta: dict[str, Any] = json.loads((folder / META).read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT or meta.get("version") not in versions:
+        raise ValueError(f"unknown format {meta.get('format')!r} v{meta.get('version')!r}")
+    return meta
+
+
+def _segment_metas(folder: Path, meta: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+    """Each segment's folder and meta.json: the generation itself when it is one segment,
+    else each listed segment's, insisting on the SHA-256 the generation recorded for it."""
+    if meta.get("version") == FORMAT_VERSION:
+        return [(folder, meta)]
+    parts = []
+    for record in meta[SEGMENTS]:
+        part = folder / record["name"]
+        if sha256(part / META) != record[CHECKSUMS]:
+            raise ValueError(f"{record['name']}/{META} does not match its checksum")
+        part_meta = _read_meta(part, (FORMAT_VERSION,))
+        if (part_meta["model"], part_meta["count"], _multilingual(part_meta)) != (
+            meta["model"],
+            record["count"],
+            _multilingual(meta),
+        ):
+            raise ValueError(f"segment {record['name']} does not match the generation")
+        parts.append((part, part_meta))
+    return parts
+
+
+def _multilingual(meta: dict[str, Any]) -> str | None:
+    return meta.get("multilingual", {}).get("model")  # type: ignore[no-any-return]
+
+
+def _open_parts(folder: Path, meta: dict[str, Any]) -> Segment:
+    """Map every file of a segment, insisting on the counts and shapes meta.json promises."""
     count, dimension = meta["count"], meta["dimension"]
     vectors = _open_matrix(folder / VECTORS, (count, dimension))
     multilingual = None
@@ -335,8 +503,8 @@ def _open_parts(folder: Path, meta: dict[str, Any]) -> Index:
     codes = Int8Matrix.load(folder) if (folder / CODES).exists() else None
     if codes is not None and codes.codes.shape != (count, dimension):
         raise ValueError(f"{CODES} is {codes.codes.shape}, expected {(count, dimension)}")
-    return Index(
-        folder.name, vectors, passages, meta,
+    return Segment(
+        vectors, passages, meta,
         catalog=catalog, lexical=lexical, multilingual=multilingual, codes=codes, folder=folder,
     )  # fmt: skip
 
@@ -345,11 +513,14 @@ def _total_bytes(folder: Path, sums: dict[str, str]) -> int:
     return sum((folder / name).stat().st_size for name in sums)
 
 
-def _check_sums(folder: Path, sums: dict[str, str]) -> None:
-    """Insist every file has the SHA-256 its build recorded, so a damaged byte is an error."""
+def _check_sums(folder: Path, sums: dict[str, str], generation: Path) -> None:
+    """Insist every file has the SHA-256 its build recorded, so a damaged byte is an error
+    (named from the `generation` folder: "vectors.npy", or "<segment>/vectors.npy")."""
     for name, digest in sums.items():
         if sha256(folder / name) != digest:
-            raise ValueError(f"{name} does not match its checksum")
+            raise ValueError(
+                f"{(folder / name).relative_to(generation)} does not match its checksum"
+            )
 
 
 def sha256(path: Path) -> str:
