@@ -19,10 +19,11 @@ which scores every segment with the statistics of all of them (`Corpus`): a segm
 its term frequencies (a small append segment) is scored exactly, from its postings, with the
 corpus-wide document frequency and average length; the base segment keeps bm25s's stored scores
 with each asked term's idf swapped for the corpus-wide one, so only its length normalisation
-still uses its own average length. With b = 0.4 a change of the average length by a share d moves
-a base score by less than 0.4 d of the term's saturation (appending 1% more passages of the same
-kind moves it by about 1e-4; tests/test_segments.py pins 2% on a tiny index where appends move the
-average by 12%). Merging the segments (`newsqa index --merge`, or a build past `MAX_SEGMENTS`)
+still uses its own average length. With b = 0.4, appends that change the average length by a
+share d move a base score by less than 0.4 d (appending passages like the base's moves the
+average, and so the scores, hardly at all; tests/test_segments.py pins 2% on a tiny index whose
+appends move the average by 2%, and the same order wherever scores are more than 2% apart). The
+append segments' scores are exact. Merging the segments (`newsqa index --merge`, or a build past `MAX_SEGMENTS`)
 rebuilds one bm25s index, whose scores are exact again.
 """
 
