@@ -2,8 +2,9 @@
 
 * `newsqa index` (the real command, in a subprocess, with a tiny real sentence-transformers
   model made on disk, so no download) is killed with SIGKILL while it embeds, while it writes,
-  and at random moments; the index then always loads, is internally consistent (every row is
-  its passage's embedding) and answers. CI runs a few kills; `benchmarks/crash_loop.py` runs 20.
+  and at random moments, both when it rewrites the index (articles changed and removed) and
+  when it appends a segment (articles only added); the index then always loads, is internally
+  consistent (every row is its passage's embedding) and answers. CI runs a few kills; `benchmarks/crash_loop.py` runs 20.
 * Damaged index files are refused when the index is opened, with a clear error.
 * While a build runs, the bot keeps answering from the previous index; questions asked during
   a stream of rebuilds always see one whole generation.
@@ -108,6 +109,13 @@ def _write_random_article(folder: Path, number: int, rng: random.Random) -> None
     write_article(folder, f"a{number:04d}.txt", f"Article {number}", *paragraphs, date="2024-03-01")
 
 
+def grow_corpus(folder: Path, rng: random.Random, added: int = 3) -> None:
+    """Add `added` articles and change nothing else: a build that appends a segment."""
+    last = max(int(path.name[1:5]) for path in folder.glob("a*.txt"))
+    for number in range(last + 1, last + 1 + added):
+        _write_random_article(folder, number, rng)
+
+
 def edit_corpus(folder: Path, rng: random.Random, changed: int) -> None:
     """Rewrite `changed` articles, add one and delete one: a build with real work to do."""
     names = sorted(path.name for path in folder.glob("a*.txt"))
@@ -162,7 +170,7 @@ def kill_build(
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "index", "--data", str(data_dir), "--index", str(index_dir),
-         "--model", str(model)],
+         "--model", str(model), "--backend", "torch"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=child, cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
@@ -221,18 +229,24 @@ def prepare(root: Path, articles: int = 200) -> Corpus:
     return Corpus(root / "data", root / "index", model, encoder)
 
 
-def crash_once(corpus: Corpus, phase: str, rng: random.Random, limit: float) -> Crash:
-    """Edit the articles, kill a build of them, and check what is left is a whole index: the
-    previous one, or the new one holding exactly the edited articles."""
+def crash_once(
+    corpus: Corpus, phase: str, rng: random.Random, limit: float, *, additive: bool = False
+) -> Crash:
+    """Edit the articles (with `additive`, only add some), kill a build of them, and check what
+    is left is a whole index: the previous one, or the new one holding exactly the edited
+    articles."""
     before = (corpus.index_dir / CURRENT).read_text()
-    old_articles = {entry.id for entry in Index.load(corpus.index_dir).catalog.entries}
-    edit_corpus(corpus.data_dir, rng, changed=60)
+    old_articles = {entry.id for entry in Index.load(corpus.index_dir).entries}
+    if additive:
+        grow_corpus(corpus.data_dir, rng)
+    else:
+        edit_corpus(corpus.data_dir, rng, changed=60)
     new_articles = {article.id for article in read_articles(corpus.data_dir).articles}
     seconds, hit = kill_build(corpus.data_dir, corpus.index_dir, corpus.model, phase, rng, limit)
     after = (corpus.index_dir / CURRENT).read_text()
     checked = verify_index(corpus.index_dir, corpus.encoder)
     index = Index.load(corpus.index_dir)
-    assert {entry.id for entry in index.catalog.entries} == (
+    assert {entry.id for entry in index.entries} == (
         old_articles if after == before else new_articles
     )
     return Crash(phase, seconds, hit, "old" if after == before else "new", len(index), checked)
@@ -252,13 +266,14 @@ def crash_table(crashes: Sequence[Crash]) -> str:
     return "\n".join(rows)
 
 
-def crash_loop(corpus: Corpus, kills: int, seed: int = 0) -> list[Crash]:
+def crash_loop(corpus: Corpus, kills: int, seed: int = 0, *, additive: bool = False) -> list[Crash]:
     """`kills` kills cycling through the phases; "random" spans the longest run seen so far."""
     crashes: list[Crash] = []
     limit = 30.0
     for number in range(kills):
         rng = random.Random(seed * 1000 + number)
-        crashes.append(crash_once(corpus, PHASES[number % len(PHASES)], rng, limit))
+        phase = PHASES[number % len(PHASES)]
+        crashes.append(crash_once(corpus, phase, rng, limit, additive=additive))
         if crashes[-1].hit in ("writing", "switching", "finished"):
             limit = crashes[-1].seconds  # about how long a whole run takes
     return crashes
@@ -276,6 +291,23 @@ def test_killed_builds_always_leave_a_whole_index_that_answers(tmp_path: Path) -
     build_index(read_articles(corpus.data_dir).articles, corpus.encoder, corpus.index_dir)
     assert not [p.name for p in corpus.index_dir.iterdir() if p.name.startswith(".build-")]
     assert verify_index(corpus.index_dir, corpus.encoder) > 0
+
+
+@pytest.mark.model
+def test_killed_appends_always_leave_a_whole_index_that_answers(tmp_path: Path) -> None:
+    """The same kills of builds that only add articles (each writes an append segment and
+    hard-links the others): CURRENT always names a whole generation, old or new, that answers;
+    the next build completes, as one more segment, and clears what the killed ones left."""
+    corpus = prepare(tmp_path, articles=60)
+    crashes = crash_loop(corpus, CI_KILLS, additive=True)
+    print(crash_table(crashes))  # shown with pytest -s
+    assert all(crash.checked > 0 for crash in crashes)
+    grow_corpus(corpus.data_dir, random.Random(99))
+    report = build_index(read_articles(corpus.data_dir).articles, corpus.encoder, corpus.index_dir)
+    assert report.segments > 1 and report.embedded == 15
+    assert not [p.name for p in corpus.index_dir.iterdir() if p.name.startswith(".build-")]
+    assert verify_index(corpus.index_dir, corpus.encoder) > 0
+    Index.load(corpus.index_dir).verify()
 
 
 # -- damaged files ----------------------------------------------------------------------------------
