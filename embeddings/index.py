@@ -150,8 +150,8 @@ class Segment:
             raise ModelMismatchError("This index has no multilingual vectors")
         if self.codes is not None and not multilingual and has_fast_kernel():
             return self.codes.search(query, k, self.rows)
-        scores = matrix @ query
-        rows = np.array(top_k(scores, k), dtype=np.intp)
+        scores = np.asarray(matrix @ query)
+        rows = top_rows(scores, k)
         return rows, scores[rows]
 
 
@@ -189,6 +189,11 @@ class Index:
         self.lexical: LexicalIndex | SegmentedLexical = (
             first.lexical if single else SegmentedLexical([s.lexical for s in self.segments])
         )
+        # Plain views of the catalogs' memory maps (indexing a np.memmap costs more per call).
+        catalogs = [segment.catalog for segment in self.segments]
+        self._row_article_parts = [_plain(c.row_articles) for c in catalogs]
+        self._date_parts = [_plain(c.dates) for c in catalogs]
+        self._article_vector_parts = [_plain(c.vectors) for c in catalogs]
 
     def _stacked(self, attribute: str) -> StackedRows:
         parts = [getattr(segment, attribute) for segment in self.segments]
@@ -275,7 +280,7 @@ class Index:
         """Rows of the `k` best passages by BM25, best first, and their scores (only those
         holding a term of the question)."""
         scores = self.lexical.scores(question)
-        rows = np.array(top_k(scores, k), dtype=np.intp)
+        rows = top_rows(scores, k)
         rows = rows[scores[rows] > 0]
         return rows, scores[rows]
 
@@ -303,20 +308,19 @@ class Index:
 
     def row_articles(self, rows: Rows) -> Rows:
         """The article number of each row."""
-        parts = [segment.catalog.row_articles for segment in self.segments]
-        numbers = gather(parts, self._row_starts, rows)
+        numbers = gather(self._row_article_parts, self._row_starts, rows)
         part, _ = locate(self._row_starts, np.asarray(rows, dtype=np.intp))
         return np.asarray(numbers + self._article_starts[part], dtype=np.intp)
 
     def article_dates(self, articles: Rows) -> npt.NDArray[np.int64]:
         """Each article's date as a proleptic ordinal, 0 when undated."""
-        parts = [segment.catalog.dates for segment in self.segments]
-        return np.asarray(gather(parts, self._article_starts, articles), dtype=np.int64)
+        dates = gather(self._date_parts, self._article_starts, articles)
+        return np.asarray(dates, dtype=np.int64)
 
     def article_vectors(self, articles: Rows) -> Vectors:
         """Each article's L2-normalised mean passage vector."""
-        parts = [segment.catalog.vectors for segment in self.segments]
-        return np.asarray(gather(parts, self._article_starts, articles), dtype=np.float32)
+        vectors = gather(self._article_vector_parts, self._article_starts, articles)
+        return np.asarray(vectors, dtype=np.float32)
 
     def article_count(self) -> int:
         """The number of articles."""
@@ -413,12 +417,22 @@ def lexical_of(texts: Sequence[str], *, frequencies: bool = False) -> LexicalInd
 
 def top_k(scores: Vectors, k: int) -> list[int]:
     """Row numbers of the `k` highest scores, best first; ties keep row order."""
+    return [int(i) for i in top_rows(scores, k)]
+
+
+def top_rows(scores: Vectors, k: int) -> Rows:
+    """`top_k` as an array."""
     k = min(k, len(scores))
     if k <= 0:
-        return []
+        return np.zeros(0, dtype=np.intp)
     candidates = np.argpartition(-scores, k - 1)[:k]
     order = np.lexsort((candidates, -scores[candidates]))
-    return [int(i) for i in candidates[order]]
+    return np.asarray(candidates[order], dtype=np.intp)
+
+
+def _plain(array: Any) -> Any:
+    """A memory-mapped array as a plain ndarray view of the same mapping (no copy)."""
+    return array.view(np.ndarray) if isinstance(array, np.memmap) else array
 
 
 def current_generation(path: Path) -> str | None:

@@ -23,8 +23,8 @@ still uses its own average length. With b = 0.4, appends that change the average
 share d move a base score by less than 0.4 d (appending passages like the base's moves the
 average, and so the scores, hardly at all; tests/test_segments.py pins 2% on a tiny index whose
 appends move the average by 2%, and the same order wherever scores are more than 2% apart). The
-append segments' scores are exact. Merging the segments (`newsqa index --merge`, or a build past `MAX_SEGMENTS`)
-rebuilds one bm25s index, whose scores are exact again.
+append segments' scores are exact. Merging the segments (`newsqa index --merge`, or a build past
+`MAX_SEGMENTS`) rebuilds one bm25s index, whose scores are exact again.
 """
 
 from __future__ import annotations
@@ -185,6 +185,13 @@ class LexicalIndex:
         self.count = count
         self.lengths = lengths  # terms per passage; None in an index from before segments
         self.postings = postings
+        # The score matrix's arrays as plain views of their memory maps: indexing a np.memmap
+        # costs microseconds more per call, and BM25 over segments indexes them per term.
+        matrix = bm25.scores if bm25 is not None else {}
+        self._pointers, self._rows, self._data = (
+            np.asarray(matrix.get(key, np.zeros(1, dtype=np.int64))).view(np.ndarray)
+            for key in ("indptr", "indices", "data")
+        )
 
     def __len__(self) -> int:
         return self.count
@@ -239,14 +246,13 @@ class LexicalIndex:
         column = self._column(term)
         if column is None:
             return 0
-        pointers = self._bm25.scores["indptr"]
-        return int(pointers[column + 1] - pointers[column])
+        return int(self._pointers[column + 1] - self._pointers[column])
 
     def _column(self, term: str) -> int | None:
         """The term's column of the score matrix; None when no passage holds it (bm25s puts
         "" in every vocabulary, with a column only when a passage is empty)."""
         column = self._bm25.vocab_dict.get(term) if self.count else None
-        if column is None or column + 1 >= len(self._bm25.scores["indptr"]):
+        if column is None or column + 1 >= len(self._pointers):
             return None
         return int(column)
 
@@ -277,16 +283,12 @@ class LexicalIndex:
         scores[rows] += (idf * counts / (counts + norm)).astype(np.float32)
 
     def _add_stored(self, scores: Scores, column: int, weight: float) -> None:
-        pointers = self._bm25.scores["indptr"]
-        start, end = pointers[column], pointers[column + 1]
+        start, end = self._pointers[column], self._pointers[column + 1]
         # A term's column names each passage once, so a plain fancy-index add is exact.
-        scores[self._bm25.scores["indices"][start:end]] += np.float32(weight) * np.asarray(
-            self._bm25.scores["data"][start:end]
-        )
+        scores[self._rows[start:end]] += np.float32(weight) * self._data[start:end]
 
     def _own_idf(self, column: int) -> float:
-        pointers = self._bm25.scores["indptr"]
-        frequency = int(pointers[column + 1] - pointers[column])
+        frequency = int(self._pointers[column + 1] - self._pointers[column])
         return math.log(1.0 + (self.count - frequency + 0.5) / (frequency + 0.5))
 
     def save(self, folder: Path) -> None:
