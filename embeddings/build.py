@@ -100,7 +100,7 @@ class _Change:
         changed = sum(
             1 for a, e in zip(articles, entries, strict=True) if e and e.hash != a.content_hash
         )
-        removed = len({entry.id for entry in previous.entries} - {a.id for a in articles})
+        removed = len(previous.article_ids() - {a.id for a in articles})
         model = multilingual.name if multilingual else None
         return cls(added, changed, removed, previous.multilingual_model != model)
 
@@ -239,7 +239,8 @@ def _previous_index(path: Path, model: str) -> Index | None:
     """The index to reuse vectors from, or None when it is missing, damaged or another model's."""
     try:
         index = Index.load(path, model=model)
-        index.entries  # noqa: B018 -- a damaged articles.jsonl fails here, not mid-build
+        for segment in index.segments:  # a damaged articles.jsonl fails here, not mid-build
+            segment.catalog.entries  # noqa: B018
     except IndexNotFoundError:
         return None
     except (NewsqaError, ValueError, KeyError) as error:

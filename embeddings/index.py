@@ -59,7 +59,7 @@ from embeddings.lexical import LexicalIndex, SegmentedLexical, Tokenizer
 from embeddings.passages import Passage
 from embeddings.reranker import Reading
 from embeddings.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel
-from embeddings.segments import ChainedPassages, StackedRows, gather, locate, starts_of
+from embeddings.segments import ChainedPassages, Dots, StackedRows, gather, starts_of
 from embeddings.store import PassageStore
 
 FORMAT = "newsqa-index"
@@ -145,14 +145,23 @@ class Segment:
     def nearest(self, query: Vectors, k: int, *, multilingual: bool) -> tuple[Rows, Vectors]:
         """Local rows of the `k` passages closest to `query`, best first, and their cosines:
         by the int8 scan when the segment keeps codes, else exactly."""
+        if self.scans_int8(multilingual):
+            assert self.codes is not None
+            return self.codes.search(query, k, self.rows)
+        scores = self.cosines_all(query, multilingual)
+        rows = top_rows(scores, k)
+        return rows, scores[rows]
+
+    def scans_int8(self, multilingual: bool) -> bool:
+        """Whether `nearest` goes through the int8 codes."""
+        return self.codes is not None and not multilingual and has_fast_kernel()
+
+    def cosines_all(self, query: Vectors, multilingual: bool) -> Vectors:
+        """The cosine of `query` with every row, exactly."""
         matrix = self.multilingual if multilingual else self.vectors
         if matrix is None:
             raise ModelMismatchError("This index has no multilingual vectors")
-        if self.codes is not None and not multilingual and has_fast_kernel():
-            return self.codes.search(query, k, self.rows)
-        scores = np.asarray(matrix @ query)
-        rows = top_rows(scores, k)
-        return rows, scores[rows]
+        return np.asarray(matrix @ query)
 
 
 class Index:
@@ -258,21 +267,34 @@ class Index:
     def nearest(
         self, query: Vectors, k: int, *, multilingual: bool = False
     ) -> tuple[Rows, Vectors]:
-        """Rows of the `k` passages closest to `query`, best first, and their cosines: each
-        segment's best `k`, merged (ties: the lower row first)."""
+        """Rows of the `k` passages closest to `query`, best first, and their cosines: the
+        best `k` of a segment's int8 scan, and of one exact scan of all the others, merged
+        (ties: the lower row first)."""
         if len(self.segments) == 1:
             return self.segments[0].nearest(query, k, multilingual=multilingual)
-        found = [s.nearest(query, k, multilingual=multilingual) for s in self.segments]
-        rows = np.concatenate(
-            [r + start for (r, _), start in zip(found, self._row_starts[:-1], strict=True)]
-        )
-        scores = np.concatenate([s for _, s in found])
+        found, exact, exact_rows = [], [], []
+        for segment, start in zip(self.segments, self._row_starts[:-1].tolist(), strict=True):
+            if segment.scans_int8(multilingual):
+                rows, scores = segment.nearest(query, k, multilingual=multilingual)
+                found.append((rows + start, scores))
+            else:
+                exact.append(segment.cosines_all(query, multilingual))
+                exact_rows.append(np.arange(start, start + len(segment), dtype=np.intp))
+        if exact:
+            scores = np.concatenate(exact)
+            best = top_rows(scores, k)
+            found.append((np.concatenate(exact_rows)[best], scores[best]))
+        rows = np.concatenate([rows for rows, _ in found])
+        scores = np.concatenate([scores for _, scores in found])
         best = np.lexsort((rows, -scores))[: max(k, 0)]
-        return rows[best].astype(np.intp), scores[best]
+        return rows[best], scores[best]
 
     def cosines(self, query: Vectors, rows: Rows, *, multilingual: bool = False) -> Vectors:
         """The cosines of `query` with the given rows only."""
         matrix = self._matrix(multilingual) if multilingual else self._rows
+        if isinstance(matrix, StackedRows):  # each segment's rows, dotted where they are read
+            dots = [Dots(part, query) for part in matrix.parts]
+            return np.asarray(gather(dots, matrix.starts, rows), dtype=np.float32)
         ordered = np.sort(rows)  # ascending rows read the file in order
         return np.asarray(matrix[ordered] @ query)[np.searchsorted(ordered, rows)]
 
@@ -308,9 +330,9 @@ class Index:
 
     def row_articles(self, rows: Rows) -> Rows:
         """The article number of each row."""
-        numbers = gather(self._row_article_parts, self._row_starts, rows)
-        part, _ = locate(self._row_starts, np.asarray(rows, dtype=np.intp))
-        return np.asarray(numbers + self._article_starts[part], dtype=np.intp)
+        shifts = self._article_starts[:-1].tolist()
+        numbers = gather(self._row_article_parts, self._row_starts, rows, add=shifts)
+        return np.asarray(numbers, dtype=np.intp)
 
     def article_dates(self, articles: Rows) -> npt.NDArray[np.int64]:
         """Each article's date as a proleptic ordinal, 0 when undated."""
@@ -358,16 +380,17 @@ class Index:
             for entry in segment.catalog.entries
         ]
 
-    @cached_property
-    def _numbers(self) -> dict[str, int]:
-        return {entry.id: number for number, entry in enumerate(self.entries)}
-
     def article(self, article_id: str) -> ArticleEntry | None:
         """The article with this id, or None when the index does not hold it."""
-        if len(self.segments) == 1:
-            return self.segments[0].catalog.get(article_id)
-        number = self._numbers.get(article_id)
-        return None if number is None else self.entries[number]
+        for segment, start in zip(self.segments, self._row_starts[:-1], strict=True):
+            entry = segment.catalog.get(article_id)
+            if entry is not None:
+                return replace(entry, first=entry.first + int(start)) if start else entry
+        return None
+
+    def article_ids(self) -> set[str]:
+        """The ids of every article."""
+        return {entry.id for segment in self.segments for entry in segment.catalog.entries}
 
     def article_passages(self, article_id: str) -> list[Passage]:
         """All passages of one article, in reading order (none for an unknown article)."""

@@ -8,6 +8,8 @@ over the segments' first rows and reads it there.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, overload
 
@@ -34,23 +36,33 @@ def starts_of(lengths: Sequence[int]) -> npt.NDArray[np.int64]:
     return starts
 
 
-def locate(starts: npt.NDArray[np.int64], items: Rows) -> tuple[Rows, Rows]:
-    """The part each global item falls in, and its number within that part."""
-    part = np.searchsorted(starts, items, side="right") - 1
-    return part, items - starts[part]
+def gather(
+    parts: Sequence[RowSource],
+    starts: npt.NDArray[np.int64],
+    items: Any,
+    add: Sequence[int] | None = None,
+) -> Any:
+    """`parts` read as one array at `items` (global numbers), in the order of `items`; with
+    `add`, each value read from part p is increased by `add[p]`.
 
-
-def gather(parts: Sequence[RowSource], starts: npt.NDArray[np.int64], items: Any) -> Any:
-    """`parts` read as one array at `items` (global numbers), in the order of `items`."""
+    Each part is read once, at its items in ascending order (a file is read front to back).
+    """
     items = np.asarray(items, dtype=np.intp)
-    part, local = locate(starts, items)
-    found = {int(p): np.asarray(parts[p][local[part == p]]) for p in np.unique(part)}
-    sample = next(iter(found.values()), None)
-    if sample is None:
-        sample = np.asarray(parts[0][np.zeros(0, dtype=np.intp)])
-    out = np.empty((len(items), *sample.shape[1:]), dtype=sample.dtype)
-    for p, values in found.items():
-        out[part == p] = values
+    order = np.argsort(items, kind="stable")
+    ordered = items[order]
+    if len(items) and not 0 <= ordered[0] <= ordered[-1] < starts[-1]:
+        raise IndexError(f"rows {ordered[0]}..{ordered[-1]} outside 0..{starts[-1] - 1}")
+    bounds = np.searchsorted(ordered, starts)
+    values = [
+        np.asarray(parts[p][ordered[lo:hi] - starts[p]]) + (add[p] if add else 0)
+        for p, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist()))
+        if hi > lo
+    ]
+    if not values:
+        return np.asarray(parts[0][ordered[:0]])
+    found = np.concatenate(values) if len(values) > 1 else values[0]
+    out = np.empty_like(found)
+    out[order] = found
     return out
 
 
@@ -79,12 +91,28 @@ class StackedRows:
         return whole if dtype is None else whole.astype(dtype)
 
 
+class Dots:
+    """The dot products of a matrix's rows with `query`, read by row numbers like the matrix
+    itself (so `gather` over several matrices reads scores, not whole rows)."""
+
+    def __init__(self, matrix: RowSource, query: Any) -> None:
+        self.matrix = matrix
+        self.query = query
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def __getitem__(self, rows: Rows) -> Any:
+        return np.asarray(self.matrix[rows]) @ self.query
+
+
 class ChainedPassages(Sequence[Passage]):
     """The passages of several segments, in global row order."""
 
     def __init__(self, parts: Sequence[Sequence[Passage]]) -> None:
         self.parts = list(parts)
         self.starts = starts_of([len(part) for part in self.parts])
+        self._firsts: list[int] = self.starts[:-1].tolist()
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -100,8 +128,9 @@ class ChainedPassages(Sequence[Passage]):
             return [self[i] for i in range(*item.indices(len(self)))]
         if not -len(self) <= item < len(self):
             raise IndexError(item)
-        part, local = locate(self.starts, np.array([item % len(self)], dtype=np.intp))
-        return self.parts[int(part[0])][int(local[0])]
+        row = item % len(self)
+        part = bisect.bisect_right(self._firsts, row) - 1
+        return self.parts[part][row - self._firsts[part]]
 
     def __iter__(self) -> Iterator[Passage]:
         return (passage for part in self.parts for passage in part)

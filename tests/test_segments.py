@@ -172,7 +172,8 @@ def test_every_index_answer_over_segments_matches_a_build_from_scratch(tmp_path:
     ids = [grown.entries[int(n)].id for n in numbers]
     assert ids == [grown.passage(int(row)).article_id for row in rows]
     dates = grown.article_dates(numbers[::7])
-    expected = [scratch.article_dates(np.array([scratch._numbers[i]]))[0] for i in ids[::7]]
+    by_id = {entry.id: number for number, entry in enumerate(scratch.entries)}
+    expected = [scratch.article_dates(np.array([by_id[i]]))[0] for i in ids[::7]]
     assert list(dates) == expected
     for article_id in ("a0", "a11", "a14"):
         entry = grown.article(article_id)
