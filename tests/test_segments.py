@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from bot import cli
 from bot.cli import main
+from bot.feeds import FEEDS_FILE, save_feeds
 from embeddings.articles import Article
 from embeddings.build import build_index
 from embeddings.encoder import DEFAULT_MODEL
@@ -341,3 +342,23 @@ def test_check_verifies_every_segment_and_names_a_damaged_file(tmp_path: Path) -
     meta.write_text(meta.read_text().replace('"count": 3', '"count": 4'))
     with pytest.raises(IndexCorruptError, match=r"meta\.json does not match its checksum"):
         Index.load(path)
+
+
+async def test_the_watcher_merges_many_segments_after_a_quiet_round(tmp_path: Path) -> None:
+    """`newsqa watch` (and `run --watch`) merge an index of `MERGE_WHEN_IDLE` segments or more
+    after a round of polling that added nothing, embedding nothing; fewer are left alone."""
+    data, path = tmp_path / "data", tmp_path / "index"
+    data.mkdir()
+    save_feeds(data / FEEDS_FILE, [])
+    encoder = FakeEncoder(DEFAULT_MODEL)
+    settings = cli.WatchSettings(allow_private_fetch=False, fetch_timeout=1.0, interval=60.0)
+    watcher = cli.make_watcher(data, path, None, encoder, settings)
+    for number in range(cli.MERGE_WHEN_IDLE):
+        await watcher.poll()
+        assert len(Index.load(path).segments) == number if number else not path.exists()
+        (data / f"a{number}.txt").write_text(_article(number).text, encoding="utf-8")
+        cli.update_index(data, path, encoder, False)
+    embedded = encoder.embedded_passages
+    await watcher.poll()
+    assert len(Index.load(path).segments) == 1 and encoder.embedded_passages == embedded
+    await watcher.fetcher.aclose()
