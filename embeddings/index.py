@@ -206,7 +206,7 @@ class Index:
 
     def _stacked(self, attribute: str) -> StackedRows:
         parts = [getattr(segment, attribute) for segment in self.segments]
-        return StackedRows(parts, int(self.segments[0].vectors.shape[1]))
+        return StackedRows(parts, int(parts[0].shape[1]))
 
     @classmethod
     def from_passages(cls, passages: Sequence[Passage], vectors: Vectors) -> Index:

@@ -362,3 +362,22 @@ async def test_the_watcher_merges_many_segments_after_a_quiet_round(tmp_path: Pa
     await watcher.poll()
     assert len(Index.load(path).segments) == 1 and encoder.embedded_passages == embedded
     await watcher.fetcher.aclose()
+
+
+def test_the_multilingual_matrix_is_appended_and_searched_across_segments(tmp_path: Path) -> None:
+    """With a multilingual encoder an append segment gets its second matrix too (of the new
+    passages only); multilingual search reads every segment; dropping the model merges."""
+    path, multilingual = tmp_path / "index", FakeEncoder("multi", dimension=32)
+    build_index(_articles(6), FakeEncoder(), path, multilingual=multilingual)
+    again = FakeEncoder("multi", dimension=32)
+    build_index(_articles(7), FakeEncoder(), path, multilingual=again)
+    index = Index.load(path)
+    assert len(index.segments) == 2 and again.embedded_passages == 3
+    assert index.multilingual is not None and index.multilingual.shape == (21, 32)
+    assert index.meta["multilingual"] == {"model": "multi", "dimension": 32}
+    query = again.encode_queries([_article(6).text])[0]
+    rows, cosines = index.nearest(query, 3, multilingual=True)
+    assert index.passage(int(rows[0])).article_id == "a6"
+    assert np.allclose(index.cosines(query, rows, multilingual=True), cosines, atol=1e-6)
+    report = build_index(_articles(7), FakeEncoder(), path)
+    assert report.segments == 1 and Index.load(path).multilingual is None
