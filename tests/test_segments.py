@@ -381,3 +381,23 @@ def test_the_multilingual_matrix_is_appended_and_searched_across_segments(tmp_pa
     assert np.allclose(index.cosines(query, rows, multilingual=True), cosines, atol=1e-6)
     report = build_index(_articles(7), FakeEncoder(), path)
     assert report.segments == 1 and Index.load(path).multilingual is None
+
+
+def test_an_index_written_before_segments_takes_appends(tmp_path: Path) -> None:
+    """A base without the BM25 passage lengths (written before segments) still takes an append
+    segment: BM25 takes its average length from the segments that record theirs."""
+    path = tmp_path / "index"
+    articles = _articles(8)
+    build_index(articles, FakeEncoder(), path)
+    generation = path / (path / CURRENT).read_text()
+    (generation / "bm25" / "lengths.npy").unlink()
+    meta = json.loads((generation / META).read_text())
+    del meta["sha256"]["bm25/lengths.npy"]
+    (generation / META).write_text(json.dumps(meta))
+    assert Index.load(path).lexical.lengths is None  # type: ignore[union-attr]
+    build_index([*articles, _article(8)], FakeEncoder(), path)
+    grown, scratch = Index.load(path, verify=True), _scratch(_articles(9), tmp_path / "scratch")
+    rows, scores = grown.lexical_nearest("river7 storm3", 5)
+    expected_rows, expected = scratch.lexical_nearest("river7 storm3", 5)
+    assert _ids(grown, rows[:1]) == _ids(scratch, expected_rows[:1])
+    assert np.allclose(scores[:1], expected[:1], rtol=0.02)
