@@ -303,8 +303,9 @@ def test_killed_appends_always_leave_a_whole_index_that_answers(tmp_path: Path) 
     print(crash_table(crashes))  # shown with pytest -s
     assert all(crash.checked > 0 for crash in crashes)
     grow_corpus(corpus.data_dir, random.Random(99))
+    indexed = len(Index.load(corpus.index_dir))
     report = build_index(read_articles(corpus.data_dir).articles, corpus.encoder, corpus.index_dir)
-    assert report.segments > 1 and report.embedded == 15
+    assert report.segments > 1 and report.embedded == report.passages - indexed >= 15
     assert not [p.name for p in corpus.index_dir.iterdir() if p.name.startswith(".build-")]
     assert verify_index(corpus.index_dir, corpus.encoder) > 0
     Index.load(corpus.index_dir).verify()
