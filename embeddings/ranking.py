@@ -35,6 +35,12 @@ Scores = npt.NDArray[np.floating]
 Rows = npt.NDArray[np.intp]
 
 
+# The places that get one passage per article: the bot's first page. Spreading every place cost
+# BBC-headline nDCG@10 0.759 -> 0.506 on the train split (a headline's article has ~5 relevant
+# passages); spreading the first page only keeps 0.721 (benchmarks/results/quality.md).
+SPREAD_PLACES = 3
+
+
 @dataclass(frozen=True)
 class RankingSettings:
     """The pipeline's parameters: the defaults are what `python -m benchmarks.quality --tune`
@@ -57,6 +63,8 @@ class RankingSettings:
     reranker_weight: float = 1.5
     # The answer-type bonus on a sentence's reranker score, when choosing the bold sentence.
     sentence_answer_type_bonus: float = 0.5
+    # The first `spread_places` hits show one passage per article (0: plain score order).
+    spread_places: int = SPREAD_PLACES
 
 
 DEFAULT_SETTINGS = RankingSettings()
@@ -329,12 +337,6 @@ def _shingles(text: str) -> frozenset[int]:
     if len(words) < 3:
         return frozenset({hash(tuple(words))})
     return frozenset(map(hash, zip(words, words[1:], words[2:], strict=False)))
-
-
-# The places that get one passage per article: the bot's first page. Spreading every place cost
-# BBC-headline nDCG@10 0.759 -> 0.506 on the train split (a headline's article has ~5 relevant
-# passages); spreading the first page only keeps 0.721 (benchmarks/results/quality.md).
-SPREAD_PLACES = 3
 
 
 def spread_articles(
