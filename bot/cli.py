@@ -8,6 +8,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from bot.service import QAService, Ranking
 from bot.terminal import answer_blocks, results_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
-from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder
+from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder, needs_export
 from embeddings.build import BuildReport, build_index
 from embeddings.collection import Addition, Collection, Outcome
 from embeddings.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
@@ -117,6 +118,18 @@ def question_encoder(model: str, backend: str, index_dir: Path, store: str | Non
     """The encoder that reads questions. With --store the index folder holds only the model's
     ONNX export, so a missing one is made here rather than taken for a missing index."""
     return make_encoder(model, backend, index_dir, export=store is not None)
+
+
+def building_encoder(model: str, backend: str, index_dir: Path) -> Encoder:
+    """The encoder that builds the index in `index_dir`, exporting the model first if needed,
+    and saying so: the export takes longer than a small build."""
+    if not needs_export(model, backend, index_dir):
+        return make_encoder(model, backend, index_dir, export=True)
+    click.echo("Preparing the model (once, about 20 s)…", err=True)
+    start = time.perf_counter()
+    encoder = make_encoder(model, backend, index_dir, export=True)
+    click.echo(f"Prepared the model in {time.perf_counter() - start:.1f} s.", err=True)
+    return encoder
 
 
 def where(index_dir: Path, store: str | None) -> str:
@@ -262,7 +275,7 @@ def index(
 ) -> None:  # fmt: skip
     """Build or update the index from the article files (embeds only what changed)."""
     with reported_errors(data_dir, model, store):
-        encoder = make_encoder(model, backend, index_dir, export=True)
+        encoder = building_encoder(model, backend, index_dir)
         report = update_index(data_dir, index_dir, encoder, multilingual, store)
     click.echo(describe_build(report, where(index_dir, store)), err=True)
 
@@ -284,7 +297,9 @@ def check(data_dir: Path, index_dir: Path, store: str | None, model: str, backen
         else:
             index = Index.load(index_dir, verify=True)
             passages, generation = len(index), index.generation
-    click.echo(f"Index at {where(index_dir, store)} is whole: {passages} passages, {generation}.")
+    click.echo(
+        f"Index at {where(index_dir, store)} is whole: {counted(passages, 'passage')}, {generation}."
+    )
 
 
 @main.command()
@@ -552,7 +567,7 @@ def add(
             click.echo(str(result), err=True)
     if any(isinstance(r, Addition) and r.outcome is Outcome.ADDED for r in results):
         with reported_errors(data_dir, model, store):
-            encoder = make_encoder(model, backend, index_dir, export=True)
+            encoder = building_encoder(model, backend, index_dir)
             report = update_index(data_dir, index_dir, encoder, False, store)
         click.echo(describe_build(report, where(index_dir, store)), err=True)
     if failed:
@@ -609,7 +624,7 @@ def feeds_add(url: str, data_dir: Path) -> None:
             click.echo(f"Already watching {url}", err=True)
             return
         save_feeds(path, [*listed, Feed(url)])
-    click.echo(f"Watching {url} ({len(listed) + 1} feeds)", err=True)
+    click.echo(f"Watching {url} ({counted(len(listed) + 1, 'feed')})", err=True)
 
 
 @feeds.command(name="list")
@@ -698,7 +713,7 @@ def watch(
 ) -> None:
     """Poll the feeds, add their new articles and update the index, until interrupted."""
     with reported_errors(data_dir, model, store):
-        encoder = make_encoder(model, backend, index_dir, export=True)
+        encoder = building_encoder(model, backend, index_dir)
         watcher = make_watcher(data_dir, index_dir, store, encoder, WatchSettings.pop(options))
         with suppress(KeyboardInterrupt):  # Ctrl-C is how watching ends
             asyncio.run(_watch(watcher, once))
@@ -741,7 +756,7 @@ def run(
     """Update the index from the articles, then start the bot (or, without a token, the chat)."""
     with reported_errors(data_dir, model, store):
         decision = DecisionSettings.pop(settings)
-        model_encoder = make_encoder(model, backend, index_dir, export=True)
+        model_encoder = building_encoder(model, backend, index_dir)
         watching = WatchSettings.pop(settings)
         if watch and not token:
             raise click.UsageError("--watch runs beside the bot: set TELEGRAM_BOT_TOKEN")
@@ -824,7 +839,7 @@ def eval_command(
     """
     with reported_errors(Path("data"), model, store):
         decision = DecisionSettings.pop(files)
-        encoder = make_encoder(model, backend, workdir, export=True)
+        encoder = building_encoder(model, backend, workdir)
         click.echo(
             run_evaluation(
                 JudgedFiles(**files), workdir, encoder, k,
@@ -966,14 +981,19 @@ def update_index(
 
 def describe_build(report: BuildReport, place: Path | str) -> str:
     """One line on what a build did to the index at `place`."""
+    articles, passages = counted(report.articles, "article"), counted(report.passages, "passage")
     if not report.written:
-        counts = f"{report.articles} articles, {report.passages} passages"
-        return f"Index at {place} is up to date: {counts}."
+        return f"Index at {place} is up to date: {articles}, {passages}."
     return (
-        f"Indexed {report.articles} articles into {report.passages} passages at {place} "
-        f"({report.embedded} embedded, {report.reused} reused, {report.removed_articles} articles "
-        f"removed) in {report.seconds:.1f} s."
+        f"Indexed {articles} into {passages} at {place} ({report.embedded} embedded, "
+        f"{report.reused} reused, {counted(report.removed_articles, 'article')} removed) "
+        f"in {report.seconds:.1f} s."
     )
+
+
+def counted(count: int, noun: str) -> str:
+    """`count` `noun`s, in the singular for one: "1 article", "7 passages"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def open_searcher(

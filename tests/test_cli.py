@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from bot import cli
 from bot.cli import main
+from bot.logs import LibraryLevelFilter
 from embeddings.articles import read_articles
 from embeddings.build import build_index
 from embeddings.encoder import DEFAULT_MODEL
@@ -128,7 +130,7 @@ def test_skipped_files_are_named_and_the_build_goes_on(data_dir: Path, tmp_path:
     code, output = _invoke("index", "--data", str(data_dir), "--index", str(tmp_path / "index"))
     assert code == 0
     assert f"Skipped {data_dir / 'broken.txt'}: broken.txt: is a binary file" in output
-    assert "up to date: 1 articles, 7 passages" in output
+    assert "up to date: 1 article, 7 passages" in output
 
 
 def test_options_read_environment_variables(data_dir: Path, index_dir: Path) -> None:
@@ -197,3 +199,22 @@ def test_ask_a_question_not_answered_prints_the_bots_sentence(index_dir: Path) -
     code, output = _invoke("ask", "--json", "Who won the match?", *args)
     record = json.loads(output)
     assert record["answered"] is False and record["hits"]
+
+
+@pytest.mark.parametrize(
+    ("logger", "level", "asked", "shown"),
+    [
+        ("bm25s", logging.DEBUG, "WARNING", False),  # bm25s sets its logger to DEBUG at import
+        ("bm25s", logging.WARNING, "WARNING", True),
+        ("bm25s", logging.DEBUG, "DEBUG", True),
+        ("telegram.ext.Updater", logging.INFO, "WARNING", False),
+        ("bot.feeds", logging.INFO, "WARNING", True),  # the project's loggers keep their level
+    ],
+)
+def test_libraries_log_only_at_the_level_asked_for(
+    logger: str, level: int, asked: str, shown: bool
+) -> None:
+    """Whatever level a library gives its own logger, its lines reach the log only at
+    --log-level or above; the project's own loggers decide for themselves."""
+    record = logging.LogRecord(logger, level, __file__, 1, "a line", None, None)
+    assert LibraryLevelFilter(logging.getLevelName(asked)).filter(record) is shown
