@@ -251,6 +251,31 @@ async def test_sticker_gets_one_line_and_edits_are_ignored(bot: Bot) -> None:
     assert len(bot.server.messages(ALICE)) == 2
 
 
+_MESSAGE = {"message_id": 1, "chat": {"id": ALICE, "type": "private"}, "text": "hi"}
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        {"message": _MESSAGE},  # no date, which every message has
+        {"message": {**_MESSAGE, "date": 1, "chat": f"{ALICE}"}},  # a chat as a newer API might
+        {"message": {**_MESSAGE, "date": "yesterday"}},
+    ],
+    ids=["missing-field", "new-shape", "wrong-type"],
+)
+async def test_an_update_ptb_cannot_read_is_skipped_and_the_next_is_answered(
+    bot: Bot, caplog: pytest.LogCaptureFixture, unreadable: dict[str, object]
+) -> None:
+    """An update python-telegram-bot cannot read costs one log line; the updater moves past
+    it instead of fetching it again forever, and the question after it is answered."""
+    skipped = bot.server.raw_update(unreadable)
+    reply = await bot.ask(ALICE, "How far did the river rise overnight?")
+    assert reply.text.startswith("1. Heavy rain floods the valley")
+    await bot.server.wait_for(lambda: not bot.server.pending_updates)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].startswith(f"Skipped update {skipped['update_id']}, ")
+
+
 async def test_nothing_relevant_says_so(bot: Bot) -> None:
     """A question matching nothing gets one plain sentence instead of unrelated quotes."""
     reply = await bot.ask(ALICE, "zyxxy quantum marmalade?")
