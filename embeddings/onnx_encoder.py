@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.encoder import Vectors, resolve_model
-from embeddings.errors import EncoderLoadError, NewsqaError
+from embeddings.errors import EncoderLoadError, NewsqaError, OnnxExportError
 
 ONNX_SUFFIX = "@onnx-int8"
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.onnx", "tokenizer.json", "onnx.json"
@@ -55,10 +55,6 @@ DEFAULT_BATCH_SIZE = 8
 Tokens = npt.NDArray[np.int64]
 
 log = logging.getLogger(__name__)
-
-
-class OnnxExportError(EncoderLoadError):
-    """A model folder cannot be exported to ONNX (unsupported layout, or the export failed)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from bot import cli
 from bot.cli import main
 from bot.logs import LibraryLevelFilter
+from embeddings import errors
 from embeddings.articles import read_articles
 from embeddings.build import build_index
 from embeddings.encoder import DEFAULT_MODEL
@@ -218,3 +219,26 @@ def test_libraries_log_only_at_the_level_asked_for(
     --log-level or above; the project's own loggers decide for themselves."""
     record = logging.LogRecord(logger, level, __file__, 1, "a line", None, None)
     assert LibraryLevelFilter(logging.getLevelName(asked)).filter(record) is shown
+
+
+class _NewKindOfFetchError(errors.FetchError):
+    """A subclass the table of fixes does not list."""
+
+
+@pytest.mark.parametrize(
+    ("error", "fix_of"),
+    [
+        (errors.OnnxExportError("Exporting failed"), errors.EncoderLoadError),
+        (
+            errors.UnsafeAddressError("refused"),
+            errors.UnsafeAddressError,
+        ),  # its own, not FetchError's
+        (_NewKindOfFetchError("odd"), errors.FetchError),
+    ],
+)
+def test_an_error_without_a_fix_of_its_own_gets_its_base_classes_fix(
+    error: errors.NewsqaError, fix_of: type[errors.NewsqaError]
+) -> None:
+    """The fix named for an error is its class's, else that of the nearest base class."""
+    expected = cli._FIXES[fix_of].format(data="data", model=DEFAULT_MODEL, store="")
+    assert cli.explain(error, Path("data"), DEFAULT_MODEL, None) == f"{error}; {expected}"
