@@ -169,8 +169,7 @@ def register(application: Application, handlers: Handlers) -> None:  # type: ign
     application.add_error_handler(startup.stop_on_conflict)  # before the one that apologises
     application.add_handler(TypeHandler(Update, handlers.gatekeeper), group=-1)
     new_messages = filters.UpdateType.MESSAGE
-    application.add_handler(CommandHandler("start", handlers.start, new_messages))
-    application.add_handler(CommandHandler("help", handlers.help_command, new_messages))
+    application.add_handler(CommandHandler(["start", "help"], handlers.start, new_messages))
     application.add_handler(CommandHandler("about", handlers.about, new_messages))
     application.add_handler(CommandHandler("ask", handlers.ask, new_messages))
     application.add_handler(CommandHandler("add", handlers.add, new_messages))

@@ -14,6 +14,8 @@ from html import escape
 
 from telegram.constants import MessageLimit
 
+from bot.messages import ENGLISH, say, template
+from bot.service import Stats
 from embeddings.passages import Passage
 from embeddings.search import Answer
 from embeddings.sentences import split_sentences
@@ -54,9 +56,61 @@ class Html:
         return "".join(self.parts)
 
 
-def format_date(date: dt.date | None) -> str:
-    """A date as people write it ("9 July 2023"), or an empty string."""
-    return f"{date.day} {date:%B %Y}" if date else ""
+# Months as a Russian date names them, in the genitive: "9 июля 2023".
+_RUSSIAN_MONTHS = (
+    "января", "февраля", "марта", "апреля", "мая", "июня",
+    "июля", "августа", "сентября", "октября", "ноября", "декабря",
+)  # fmt: skip
+
+
+def format_date(date: dt.date | None, language: str = ENGLISH) -> str:
+    """A date as people write it in `language` ("9 July 2023", "9 июля 2023", "2023年7月9日"),
+    or an empty string."""
+    if date is None:
+        return ""
+    if language == "ru":
+        return f"{date.day} {_RUSSIAN_MONTHS[date.month - 1]} {date.year}"
+    if language == "zh":
+        return f"{date.year}年{date.month}月{date.day}日"
+    return f"{date.day} {date:%B %Y}"
+
+
+def introduction_message(stats: Stats, language: str = ENGLISH) -> str:
+    """/start and /help: how many articles, from when to when, three example questions, and
+    how to ask in a group."""
+    noun = "article_count_one" if stats.articles == 1 else "article_count"
+    count = _html(template(noun, language), n=f"<b>{stats.articles}</b>")
+    dates = _date_span(stats.first_date, stats.last_date, language)
+    examples = "\n".join(f"• {escape(shorten(q, TITLE_LENGTH))}" for q in stats.examples)
+    return (
+        f"{_html(template('introduction', language), count=count, dates=dates)}\n\n"
+        f"{escape(say('examples', language))}\n{examples}\n\n{escape(say('in_groups', language))}"
+    )
+
+
+def _date_span(first: dt.date | None, last: dt.date | None, language: str) -> str:
+    """ " (9 July 2023 to 10 June 2024)" in `language` as HTML; one date if both are the same."""
+    days = list(dict.fromkeys(format_date(d, language) for d in (first, last) if d))
+    if not days:
+        return ""
+    key = "date_range" if len(days) == 2 else "one_date"
+    return _html(template(key, language), first=escape(days[0]), last=escape(days[-1]))
+
+
+def about_message(stats: Stats, language: str = ENGLISH) -> str:
+    """/about: the index's articles, passages, model and build time, a line each."""
+    rows = [
+        ("about_articles", str(stats.articles)),
+        ("about_passages", str(stats.passages)),
+        ("about_model", stats.model.rsplit("/", 1)[-1]),
+        ("about_built", stats.built_at.replace("T", " ")),
+    ]
+    return "\n".join(f"<b>{escape(say(key, language))}</b> {escape(value)}" for key, value in rows)
+
+
+def _html(sentence: str, **html: str) -> str:
+    """`sentence` as HTML: its own words escaped, each `{placeholder}` filled with HTML."""
+    return escape(sentence, quote=False).format(**html)
 
 
 def answers_message(answers: list[Answer], first_rank: int = 1) -> str:
@@ -192,8 +246,3 @@ def _pack(pieces: list[str], limit: int) -> list[str]:
         else:
             chunks.append(piece)
     return chunks
-
-
-def plain_message(text: str) -> str:
-    """A sentence of the bot's own, escaped."""
-    return escape(text, quote=False)

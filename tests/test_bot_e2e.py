@@ -182,6 +182,32 @@ async def test_start_and_help_describe_the_articles_with_examples(bot: Bot) -> N
     assert "Articles: 3\nPassages: 10\nModel: fake-encoder" in about.text
 
 
+@pytest.mark.parametrize(
+    ("language", "introduction", "about"),
+    [
+        ("ru", "по новостным статьям (статей: 3, с 9 июля 2023 по 10 июня 2024)",
+         "Статей: 3\nФрагментов: 10\nМодель: fake-encoder\nИндекс построен: "),
+        ("zh", "我根据3 篇新闻文章（2023年7月9日至2024年6月10日）回答问题",
+         "文章： 3\n段落： 10\n模型： fake-encoder\n索引构建于： "),
+    ],
+)  # fmt: skip
+async def test_start_help_and_about_speak_the_users_language(
+    bot: Bot, language: str, introduction: str, about: str
+) -> None:
+    """/start, /help and /about follow the language Telegram reports for the user, with the
+    dates written as that language writes them and the example questions as they are."""
+    replies = []
+    for command in ("/start", "/help", "/about"):
+        bot.server.user_message(ALICE, command, language_code=language)
+        replies.append((await bot.server.wait_for_messages(ALICE, len(replies) + 1))[-1])
+    start, help_, about_reply = replies
+    assert introduction in start.text and say("in_groups", language) in start.text
+    assert len(re.findall(r"^• ", start.text, flags=re.MULTILINE)) == 3
+    assert help_.text == start.text
+    assert about_reply.text.startswith(about)
+    assert start.entities_of("bold")[0] == "3" and about_reply.parse_mode == "HTML"
+
+
 @BOTH_STORES
 async def test_more_pages_in_place_and_back(bot: Bot) -> None:
     """ "More" edits the answer to the next passages; "Back" returns to the first."""
