@@ -27,7 +27,7 @@ from bot.fetching import Fetcher, FetchPolicy
 from bot.handlers import Handlers
 from bot.health import start_monitoring
 from bot.logs import configure_logging, logs_json, redact
-from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
+from bot.memory import QUESTIONS_PER_WINDOW, ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.pages import PageAdder
 from bot.service import QAService, Ranking
 from bot.terminal import answer_blocks, results_json_line
@@ -417,7 +417,7 @@ def bot_options(function: F) -> F:
             "--rate-limit",
             envvar="NEWSQA_RATE_LIMIT",
             show_envvar=True,
-            default=10,
+            default=QUESTIONS_PER_WINDOW,
             show_default=True,
             type=click.IntRange(min=0),
             help="Questions per user per minute; 0 for no limit.",
@@ -877,11 +877,11 @@ def memory_for(store: str | None, rate_limit: int) -> tuple[Limiter, Keeper[Rank
     """Rate limits and button state: in the database `store`, where every replica of the bot
     shares them, else in this process."""
     if store is None:
-        return RateLimiter(rate_limit, window=60.0), ExpiringStore()
+        return RateLimiter(rate_limit), ExpiringStore()
     from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
 
     database = SharedDatabase.create(store)
-    return DatabaseRateLimiter(database, rate_limit, window=60.0), DatabaseButtons(database)
+    return DatabaseRateLimiter(database, rate_limit), DatabaseButtons(database)
 
 
 def serve(

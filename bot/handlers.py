@@ -21,7 +21,7 @@ from telegram.error import TelegramError, TimedOut
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.admin import Admin
-from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
+from bot.memory import QUESTIONS_PER_WINDOW, ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.messages import language_of, say
 from bot.metrics import Metrics, chat_hash
 from bot.pages import DOCUMENT_SUFFIXES
@@ -44,7 +44,7 @@ class Handlers:
 
     service: QAService
     allowed_chats: frozenset[int] = frozenset()
-    limiter: Limiter = field(default_factory=lambda: RateLimiter(limit=10, window=60))
+    limiter: Limiter = field(default_factory=lambda: RateLimiter(QUESTIONS_PER_WINDOW))
     pages: Keeper[Ranking] = field(default_factory=ExpiringStore)
     admin: Admin | None = None
     metrics: Metrics = field(default_factory=Metrics)

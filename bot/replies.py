@@ -22,6 +22,8 @@ from embeddings.sentences import split_sentences
 
 MAX_LENGTH = MessageLimit.MAX_TEXT_LENGTH
 ELLIPSIS = "\u2026"
+PARAGRAPH_BREAK = "\n\n"  # between quotes, and between the paragraphs of a whole article
+SOURCE_LINK = "Source"
 TITLE_LENGTH = 200  # characters of a title shown in a header
 # Only web addresses become a "Source" link; an article's url could be anything.
 _WEB_LINK = re.compile(r"https?://[^\s/?#]+\.", re.IGNORECASE)
@@ -131,7 +133,7 @@ def _assemble(quotes: list[_Quote], first_rank: int) -> Html:
     message = Html()
     for rank, quote in enumerate(quotes, start=first_rank):
         if rank > first_rank:
-            message.text("\n\n")
+            message.text(PARAGRAPH_BREAK)
         passage = quote.answer.hit.passage
         message.text(f"{rank}. {shorten(passage.title, TITLE_LENGTH)}", "b")
         if passage.date:
@@ -204,20 +206,22 @@ def article_messages(passages: list[Passage]) -> list[str]:
     if first.date:
         header.text("\n").text(format_date(first.date), "i")
     if first.url and _WEB_LINK.match(first.url):
-        header.text("\n").raw(f'<a href="{escape(first.url)}">{escape("Source")}</a>', 6)
+        link = f'<a href="{escape(first.url)}">{escape(SOURCE_LINK)}</a>'
+        header.text("\n").raw(link, telegram_length(SOURCE_LINK))
     messages, current = [], Html().raw(header.render(), header.plain)
     for piece in _pieces(passages):
-        if current.plain + telegram_length(piece) + 2 > MAX_LENGTH:
+        if current.plain + telegram_length(PARAGRAPH_BREAK + piece) > MAX_LENGTH:
             messages.append(current.render())
             current = Html()
-        current.text(("\n\n" if current.parts else "") + piece)
+        current.text((PARAGRAPH_BREAK if current.parts else "") + piece)
     messages.append(current.render())
     return messages
 
 
 def _pieces(passages: list[Passage]) -> list[str]:
-    """Paragraph-sized texts, each short enough for one message."""
-    return [piece for passage in passages for piece in _fitting(passage.text, MAX_LENGTH - 2)]
+    """Paragraph-sized texts, each short enough for one message after a paragraph break."""
+    limit = MAX_LENGTH - telegram_length(PARAGRAPH_BREAK)
+    return [piece for passage in passages for piece in _fitting(passage.text, limit)]
 
 
 def _fitting(text: str, limit: int) -> list[str]:
