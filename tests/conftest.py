@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 from collections.abc import Iterator, Sequence
@@ -88,10 +87,18 @@ def write_article(folder: Path, name: str, title: str, *paragraphs: str, date: s
 SEED_QUESTION = "Who held the press conference about the plenary session?"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def offline_models() -> Iterator[None]:
+    """Models load from local files only (as `newsqa` loads them), for the whole session; the
+    variable is put back as it was afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def real_encoder() -> SentenceTransformerEncoder:
     """The default model on torch, loaded from its installed package, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return SentenceTransformerEncoder()
 
 
@@ -100,7 +107,6 @@ def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model exported once per session to an int8 ONNX folder."""
     pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
     pytest.importorskip("onnx", reason="quantising the export needs onnx")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from embeddings.onnx_encoder import export_onnx
 
     return export_onnx(DEFAULT_MODEL, tmp_path_factory.mktemp("onnx") / "model")
