@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import shutil
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,21 @@ def data_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     shutil.copy(SEED_ARTICLE, folder)
     return folder
+
+
+@contextmanager
+def logging_into(handler: logging.Handler, level: int, name: str = "") -> Iterator[None]:
+    """Logger `name` (the root by default) at `level`, also writing to `handler`; both put
+    back as they were afterwards."""
+    logger = logging.getLogger(name)
+    was = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(was)
 
 
 def write_article(folder: Path, name: str, title: str, *paragraphs: str, date: str = "") -> Path:

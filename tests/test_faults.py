@@ -28,7 +28,7 @@ from bot.messages import MESSAGES, say
 from embeddings.articles import read_articles
 from embeddings.build import build_index
 from tests.bots import Clock, handled, start_bot, stop_bot, write_news
-from tests.conftest import FakeEncoder
+from tests.conftest import FakeEncoder, logging_into
 from tests.telegram_server import SentMessage, TelegramServer
 
 ALICE, BOB = 1001, 1002
@@ -329,13 +329,9 @@ class _Refusals(logging.Handler):
 @pytest.fixture
 def refusals() -> Iterator[_Refusals]:
     """The chat gate's refusals, counted from its log at INFO."""
-    logger, counter = logging.getLogger("bot.handlers"), _Refusals()
-    level = logger.level
-    logger.addHandler(counter)
-    logger.setLevel(logging.INFO)
-    yield counter
-    logger.removeHandler(counter)
-    logger.setLevel(level)
+    counter = _Refusals()
+    with logging_into(counter, logging.INFO, "bot.handlers"):
+        yield counter
 
 
 @pytest.mark.parametrize("bot", [{"allowed": {ALICE, GROUP}}], indirect=True)

@@ -19,7 +19,7 @@ from bot.logs import JsonFormatter, RedactingFormatter
 from embeddings.articles import read_articles
 from embeddings.build import build_index
 from tests.bots import free_port, handled, start_bot, stop_bot, write_news
-from tests.conftest import FakeEncoder
+from tests.conftest import FakeEncoder, logging_into
 from tests.telegram_server import TelegramServer
 
 CHAT = 5151
@@ -32,13 +32,8 @@ def json_log() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(RedactingFormatter(JsonFormatter(), [TelegramServer().token]))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(level)
+    with logging_into(handler, logging.INFO):
+        yield stream
 
 
 async def test_each_question_is_one_json_line_without_its_text(
