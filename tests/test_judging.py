@@ -178,7 +178,8 @@ def test_read_corpus_reads_one_jsonl_file_or_a_folder(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`newsqa eval` embeds with the fake encoder instead of loading the model."""
+    """`newsqa eval` embeds with the fake encoder instead of loading (or exporting) the model."""
+    monkeypatch.setenv("NEWSQA_BACKEND", "torch")
     monkeypatch.setattr(cli, "make_encoder", lambda *args, **kwargs: FakeEncoder())
 
 
