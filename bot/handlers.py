@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 
 from telegram import (
@@ -22,11 +21,11 @@ from telegram.error import TelegramError, TimedOut
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.admin import Admin
-from bot.memory import ExpiringStore, Keeper, Limiter, RateLimiter
+from bot.memory import QUESTIONS_PER_WINDOW, ExpiringStore, Keeper, Limiter, RateLimiter
 from bot.messages import language_of, say
 from bot.metrics import Metrics, chat_hash
 from bot.pages import DOCUMENT_SUFFIXES
-from bot.replies import TITLE_LENGTH, answers_message, article_messages, format_date, shorten
+from bot.replies import about_message, answers_message, article_messages, introduction_message
 from bot.service import QAService, Ranking
 from embeddings.collection import Addition
 from embeddings.errors import EmptyQuestionError, NewsqaError
@@ -45,7 +44,7 @@ class Handlers:
 
     service: QAService
     allowed_chats: frozenset[int] = frozenset()
-    limiter: Limiter = field(default_factory=lambda: RateLimiter(limit=10, window=60))
+    limiter: Limiter = field(default_factory=lambda: RateLimiter(QUESTIONS_PER_WINDOW))
     pages: Keeper[Ranking] = field(default_factory=ExpiringStore)
     admin: Admin | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -64,22 +63,14 @@ class Handlers:
         raise ApplicationHandlerStop
 
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Greet the user with what the bot knows and three example questions."""
-        await self._reply(update, self._introduction())
-
-    async def help_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Explain how to ask, with three example questions."""
-        await self._reply(update, self._introduction())
+        """/start and /help: what the bot knows, and three example questions."""
+        stats = self.service.stats()
+        await self._reply(update, introduction_message(stats, _language(update.effective_user)))
 
     async def about(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Describe the index: articles, passages, model, build time."""
         stats = self.service.stats()
-        text = (
-            f"<b>Articles:</b> {stats.articles}\n<b>Passages:</b> {stats.passages}\n"
-            f"<b>Model:</b> {escape(stats.model.rsplit('/', 1)[-1])}\n"
-            f"<b>Index built:</b> {escape(stats.built_at.replace('T', ' '))}"
-        )
-        await self._reply(update, text)
+        await self._reply(update, about_message(stats, _language(update.effective_user)))
 
     async def ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """`/ask <question>`: the way to ask in a group without mentioning the bot."""
@@ -250,20 +241,6 @@ class Handlers:
         answers = await self.service.answers(ranking, start, PAGE_SIZE)
         keyboard = _keyboard(key, number, start, len(answers), len(ranking.hits), ranking.language)
         return answers_message(answers, first_rank=start + 1), keyboard
-
-    def _introduction(self) -> str:
-        stats = self.service.stats()
-        span = " to ".join(
-            dict.fromkeys(format_date(d) for d in (stats.first_date, stats.last_date) if d)
-        )
-        examples = "\n".join(f"• {escape(shorten(q, TITLE_LENGTH))}" for q in stats.examples)
-        return (
-            f"I answer questions about <b>{stats.articles}</b> news "
-            f"{'article' if stats.articles == 1 else 'articles'}"
-            f"{f' ({span})' if span else ''} by quoting the passages that answer them.\n\n"
-            f"Ask in plain words, for example:\n{examples}\n\n"
-            "In a group, mention me or use /ask followed by your question."
-        )
 
     async def _reply(self, update: Update, text: str) -> None:
         if update.effective_message:

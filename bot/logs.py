@@ -10,17 +10,34 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "<token>"
 # The fields a line may carry beyond the message (see bot.metrics: one line per question).
 FIELDS = ("event", "chat", "latency", "decision")
+# The project's own loggers: each keeps the level it is given (the watcher logs bot.feeds at INFO).
+OWN_LOGGERS = ("newsqa", "bot", "embeddings", "training")
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Log to stderr at `level`, as text or one JSON object per line; keep httpx quiet, since
     its request URLs contain the token."""
     logging.basicConfig(level=level.upper(), format=FORMAT)
-    if log_format == "json":
-        for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:
+        if log_format == "json":
             handler.setFormatter(JsonFormatter())
+        for old in [f for f in handler.filters if isinstance(f, LibraryLevelFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(LibraryLevelFilter(logging.getLevelName(level.upper())))
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+class LibraryLevelFilter(logging.Filter):
+    """Holds other packages' records to the level asked for, even from a library that sets its
+    own logger's level (bm25s sets DEBUG when imported)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or record.name.split(".")[0] in OWN_LOGGERS
 
 
 def logs_json() -> bool:

@@ -15,6 +15,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+# The rate limit unless told otherwise (--rate-limit): questions per user per window of seconds.
+QUESTIONS_PER_WINDOW = 10
+RATE_WINDOW = 60.0
+
 T = TypeVar("T")
 
 Clock = Callable[[], float]
@@ -77,7 +81,7 @@ class ExpiringStore(Generic[T]):
 class RateLimiter:
     """Allow each user `limit` questions per `window` seconds (a sliding window)."""
 
-    def __init__(self, limit: int, window: float = 60.0, clock: Clock = time.monotonic):
+    def __init__(self, limit: int, window: float = RATE_WINDOW, clock: Clock = time.monotonic):
         self._limit = limit
         self._window = window
         self._clock = clock

@@ -72,13 +72,48 @@ MESSAGES: dict[str, dict[str, str]] = {
     "back": {"en": "« Back", "ru": "« Назад", "zh": "« 返回"},
     "whole_article": {"en": "Whole article", "ru": "Вся статья", "zh": "全文"},
     "article_n": {"en": "Article {n}", "ru": "Статья {n}", "zh": "文章 {n}"},
+    # /start and /help (bot.replies.introduction_message)
+    "introduction": {
+        "en": "I answer questions about {count}{dates} by quoting the passages that answer them.",
+        "ru": "Я отвечаю на вопросы по новостным статьям ({count}{dates}), цитируя отрывки, "
+        "в которых есть ответ.",
+        "zh": "我根据{count}{dates}回答问题，并引用包含答案的段落。",
+    },
+    "article_count": {"en": "{n} news articles", "ru": "статей: {n}", "zh": "{n} 篇新闻文章"},
+    "article_count_one": {"en": "{n} news article", "ru": "статей: {n}", "zh": "{n} 篇新闻文章"},
+    "date_range": {
+        "en": " ({first} to {last})",
+        "ru": ", с {first} по {last}",
+        "zh": "（{first}至{last}）",
+    },
+    "one_date": {"en": " ({first})", "ru": ", {first}", "zh": "（{first}）"},
+    "examples": {
+        "en": "Ask in plain words, for example:",
+        "ru": "Спрашивайте простыми словами, например:",
+        "zh": "请用平常的话提问，例如：",
+    },
+    "in_groups": {
+        "en": "In a group, mention me or use /ask followed by your question.",
+        "ru": "В группе упомяните меня или напишите /ask и вопрос.",
+        "zh": "在群组中，请提及我，或发送 /ask 加上你的问题。",
+    },
+    # /about (bot.replies.about_message)
+    "about_articles": {"en": "Articles:", "ru": "Статей:", "zh": "文章："},
+    "about_passages": {"en": "Passages:", "ru": "Фрагментов:", "zh": "段落："},
+    "about_model": {"en": "Model:", "ru": "Модель:", "zh": "模型："},
+    "about_built": {"en": "Index built:", "ru": "Индекс построен:", "zh": "索引构建于："},
 }
 
 
 def say(key: str, language: str = ENGLISH, **values: object) -> str:
     """The sentence `key` in `language` (English when there is no translation)."""
+    return template(key, language).format(**values)
+
+
+def template(key: str, language: str = ENGLISH) -> str:
+    """The sentence `key` in `language` with its `{placeholders}` left in."""
     texts = MESSAGES[key]
-    return texts.get(language, texts[ENGLISH]).format(**values)
+    return texts.get(language, texts[ENGLISH])
 
 
 def language_of(code: str | None) -> str:

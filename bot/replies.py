@@ -14,12 +14,16 @@ from html import escape
 
 from telegram.constants import MessageLimit
 
+from bot.messages import ENGLISH, say, template
+from bot.service import Stats
 from embeddings.passages import Passage
 from embeddings.search import Answer
 from embeddings.sentences import split_sentences
 
 MAX_LENGTH = MessageLimit.MAX_TEXT_LENGTH
 ELLIPSIS = "\u2026"
+PARAGRAPH_BREAK = "\n\n"  # between quotes, and between the paragraphs of a whole article
+SOURCE_LINK = "Source"
 TITLE_LENGTH = 200  # characters of a title shown in a header
 # Only web addresses become a "Source" link; an article's url could be anything.
 _WEB_LINK = re.compile(r"https?://[^\s/?#]+\.", re.IGNORECASE)
@@ -54,9 +58,61 @@ class Html:
         return "".join(self.parts)
 
 
-def format_date(date: dt.date | None) -> str:
-    """A date as people write it ("9 July 2023"), or an empty string."""
-    return f"{date.day} {date:%B %Y}" if date else ""
+# Months as a Russian date names them, in the genitive: "9 июля 2023".
+_RUSSIAN_MONTHS = (
+    "января", "февраля", "марта", "апреля", "мая", "июня",
+    "июля", "августа", "сентября", "октября", "ноября", "декабря",
+)  # fmt: skip
+
+
+def format_date(date: dt.date | None, language: str = ENGLISH) -> str:
+    """A date as people write it in `language` ("9 July 2023", "9 июля 2023", "2023年7月9日"),
+    or an empty string."""
+    if date is None:
+        return ""
+    if language == "ru":
+        return f"{date.day} {_RUSSIAN_MONTHS[date.month - 1]} {date.year}"
+    if language == "zh":
+        return f"{date.year}年{date.month}月{date.day}日"
+    return f"{date.day} {date:%B %Y}"
+
+
+def introduction_message(stats: Stats, language: str = ENGLISH) -> str:
+    """/start and /help: how many articles, from when to when, three example questions, and
+    how to ask in a group."""
+    noun = "article_count_one" if stats.articles == 1 else "article_count"
+    count = _html(template(noun, language), n=f"<b>{stats.articles}</b>")
+    dates = _date_span(stats.first_date, stats.last_date, language)
+    examples = "\n".join(f"• {escape(shorten(q, TITLE_LENGTH))}" for q in stats.examples)
+    return (
+        f"{_html(template('introduction', language), count=count, dates=dates)}\n\n"
+        f"{escape(say('examples', language))}\n{examples}\n\n{escape(say('in_groups', language))}"
+    )
+
+
+def _date_span(first: dt.date | None, last: dt.date | None, language: str) -> str:
+    """ " (9 July 2023 to 10 June 2024)" in `language` as HTML; one date if both are the same."""
+    days = list(dict.fromkeys(format_date(d, language) for d in (first, last) if d))
+    if not days:
+        return ""
+    key = "date_range" if len(days) == 2 else "one_date"
+    return _html(template(key, language), first=escape(days[0]), last=escape(days[-1]))
+
+
+def about_message(stats: Stats, language: str = ENGLISH) -> str:
+    """/about: the index's articles, passages, model and build time, a line each."""
+    rows = [
+        ("about_articles", str(stats.articles)),
+        ("about_passages", str(stats.passages)),
+        ("about_model", stats.model.rsplit("/", 1)[-1]),
+        ("about_built", stats.built_at.replace("T", " ")),
+    ]
+    return "\n".join(f"<b>{escape(say(key, language))}</b> {escape(value)}" for key, value in rows)
+
+
+def _html(sentence: str, **html: str) -> str:
+    """`sentence` as HTML: its own words escaped, each `{placeholder}` filled with HTML."""
+    return escape(sentence, quote=False).format(**html)
 
 
 def answers_message(answers: list[Answer], first_rank: int = 1) -> str:
@@ -77,7 +133,7 @@ def _assemble(quotes: list[_Quote], first_rank: int) -> Html:
     message = Html()
     for rank, quote in enumerate(quotes, start=first_rank):
         if rank > first_rank:
-            message.text("\n\n")
+            message.text(PARAGRAPH_BREAK)
         passage = quote.answer.hit.passage
         message.text(f"{rank}. {shorten(passage.title, TITLE_LENGTH)}", "b")
         if passage.date:
@@ -150,20 +206,22 @@ def article_messages(passages: list[Passage]) -> list[str]:
     if first.date:
         header.text("\n").text(format_date(first.date), "i")
     if first.url and _WEB_LINK.match(first.url):
-        header.text("\n").raw(f'<a href="{escape(first.url)}">{escape("Source")}</a>', 6)
+        link = f'<a href="{escape(first.url)}">{escape(SOURCE_LINK)}</a>'
+        header.text("\n").raw(link, telegram_length(SOURCE_LINK))
     messages, current = [], Html().raw(header.render(), header.plain)
     for piece in _pieces(passages):
-        if current.plain + telegram_length(piece) + 2 > MAX_LENGTH:
+        if current.plain + telegram_length(PARAGRAPH_BREAK + piece) > MAX_LENGTH:
             messages.append(current.render())
             current = Html()
-        current.text(("\n\n" if current.parts else "") + piece)
+        current.text((PARAGRAPH_BREAK if current.parts else "") + piece)
     messages.append(current.render())
     return messages
 
 
 def _pieces(passages: list[Passage]) -> list[str]:
-    """Paragraph-sized texts, each short enough for one message."""
-    return [piece for passage in passages for piece in _fitting(passage.text, MAX_LENGTH - 2)]
+    """Paragraph-sized texts, each short enough for one message after a paragraph break."""
+    limit = MAX_LENGTH - telegram_length(PARAGRAPH_BREAK)
+    return [piece for passage in passages for piece in _fitting(passage.text, limit)]
 
 
 def _fitting(text: str, limit: int) -> list[str]:
@@ -192,8 +250,3 @@ def _pack(pieces: list[str], limit: int) -> list[str]:
         else:
             chunks.append(piece)
     return chunks
-
-
-def plain_message(text: str) -> str:
-    """A sentence of the bot's own, escaped."""
-    return escape(text, quote=False)

@@ -22,7 +22,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg.types.json import Jsonb
 
-from bot.memory import new_key
+from bot.memory import RATE_WINDOW, new_key
 from bot.service import Ranking
 from embeddings.errors import DatabasePermissionError
 from embeddings.postgres import CONNECT_TIMEOUT, connect, describe, unavailable
@@ -164,7 +164,7 @@ class DatabaseRateLimiter:
     one statement.
     """
 
-    def __init__(self, database: SharedDatabase, limit: int, window: float = 60.0) -> None:
+    def __init__(self, database: SharedDatabase, limit: int, window: float = RATE_WINDOW) -> None:
         self._database = database
         self._limit = limit
         self._window = dt.timedelta(seconds=window)

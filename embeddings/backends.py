@@ -51,6 +51,13 @@ def make_encoder(model: str, backend: str, index_dir: Path, *, export: bool = Fa
     return OnnxEncoder(folder)
 
 
+def needs_export(model: str, backend: str, index_dir: Path) -> bool:
+    """Whether `make_encoder(..., export=True)` must first export the model (about 20 s, once)."""
+    return (
+        backend == "onnx" and not (default_export_folder(index_dir, model) / MANIFEST_FILE).exists()
+    )
+
+
 def require(package: str) -> None:
     """Fail in one sentence, naming the fix, when a package the onnx backend needs is missing."""
     if importlib.util.find_spec(package) is None:

@@ -27,6 +27,10 @@ class EncoderLoadError(NewsqaError):
     """The embedding model could not be loaded."""
 
 
+class OnnxExportError(EncoderLoadError):
+    """A model folder cannot be exported to ONNX (unsupported layout, or the export failed)."""
+
+
 class EmptyQuestionError(NewsqaError):
     """The question has no words to search for."""
 
@@ -61,6 +65,14 @@ class PostgresMissingError(NewsqaError):
 
 class VectorExtensionError(NewsqaError):
     """The database lacks the pgvector extension, and the build may not create it."""
+
+
+class JudgedSetError(NewsqaError):
+    """A judged-set file is missing, unreadable or not in the expected format."""
+
+
+class JudgedFilesError(NewsqaError):
+    """The judged-set options of `newsqa eval` do not name one complete format."""
 
 
 class StoreInUseError(NewsqaError):

@@ -27,11 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from embeddings.errors import NewsqaError
-
-
-class JudgedSetError(NewsqaError):
-    """A judged-set file is missing, unreadable or not in the expected format."""
+from embeddings.errors import JudgedSetError
 
 
 @dataclass(frozen=True)

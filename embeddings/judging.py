@@ -29,10 +29,10 @@ import numpy as np
 from embeddings.articles import Article, read_articles
 from embeddings.build import build_index
 from embeddings.encoder import Encoder, Vectors
+from embeddings.errors import JudgedSetError
 from embeddings.evaluation import (
     JudgedPassage,
     JudgedQuestion,
-    JudgedSetError,
     Latency,
     Scores,
     contains_answer,

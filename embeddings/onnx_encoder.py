@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.encoder import Vectors, resolve_model
-from embeddings.errors import EncoderLoadError, NewsqaError
+from embeddings.errors import EncoderLoadError, NewsqaError, OnnxExportError
 
 ONNX_SUFFIX = "@onnx-int8"
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.onnx", "tokenizer.json", "onnx.json"
@@ -54,10 +55,6 @@ DEFAULT_BATCH_SIZE = 8
 Tokens = npt.NDArray[np.int64]
 
 log = logging.getLogger(__name__)
-
-
-class OnnxExportError(EncoderLoadError):
-    """A model folder cannot be exported to ONNX (unsupported layout, or the export failed)."""
 
 
 @dataclass(frozen=True)
@@ -288,13 +285,6 @@ def default_export_folder(index_dir: Path, model: str) -> Path:
     return index_dir / EXPORTS_FOLDER / f"{slug[-80:]}{ONNX_SUFFIX.replace('@', '.')}"
 
 
-def ensure_exported(model: str, folder: Path) -> OnnxEncoder:
-    """The encoder for `folder`, exporting `model` into it first if it holds no export."""
-    if not (folder / MANIFEST_FILE).exists():
-        export_onnx(model, folder)
-    return OnnxEncoder(folder)
-
-
 def export_onnx(model: str, folder: Path) -> Path:
     """Export a sentence-transformers model (name or folder) to an int8 ONNX model folder.
 
@@ -307,7 +297,8 @@ def export_onnx(model: str, folder: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; bot replicas may run as other users
     try:
-        _export_fp32(source, staging / "fp32.onnx", settings.max_tokens)
+        with _export_quieted():
+            _export_fp32(source, staging / "fp32.onnx", settings.max_tokens)
         _fuse(staging / "fp32.onnx", staging / "fused.onnx", settings)
         quantize_uint8(staging / "fused.onnx", staging / MODEL_FILE)
         for intermediate in ("fp32.onnx", "fused.onnx"):
@@ -397,6 +388,28 @@ def _export_fp32(source: Path, target: Path, max_tokens: int) -> None:
             opset_version=17,
             dynamo=False,  # the torch.export-based exporter needs onnxscript; this one does not
         )
+
+
+@contextmanager
+def _export_quieted() -> Iterator[None]:
+    """Without what loading and tracing the model print at every export, none of it actionable:
+    transformers' "Loading weights" progress bar, torch's `TracerWarning` that a Python boolean
+    in the model becomes a constant, and the exporter's `UserWarning` that advanced indexing
+    with negative indices would export wrong. The exported model's vectors are compared with
+    torch's in tests/test_onnx_encoder.py instead."""
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    bar_was_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx\.")
+            yield
+    finally:
+        if bar_was_on:
+            transformers_logging.enable_progress_bar()
 
 
 def _pooled_module() -> Any:

@@ -17,6 +17,9 @@ from embeddings.sentences import split_sentences
 
 # Passages with fewer words than this are merged into a neighbour where the limit allows.
 MIN_WORDS = 12
+# The most of a title embedded with each passage: about 25 tokens of English, or 120 of Chinese,
+# so that a title as long as an article leaves most of a 256-token model's room to the passage.
+EMBEDDED_TITLE_LENGTH = 120
 
 TokenCounter = Callable[[str], int]
 
@@ -71,8 +74,16 @@ class Passage:
 
 
 def embedding_text(title: str, text: str) -> str:
-    """The text embedded for a passage of an article titled `title`."""
-    return f"{title}\n{text}"
+    """The text embedded for a passage of an article titled `title` (cut short if long)."""
+    return f"{embedded_title(title)}\n{text}"
+
+
+def embedded_title(title: str) -> str:
+    """The title, or as much of it as fits `EMBEDDED_TITLE_LENGTH`, cut after a word if it can."""
+    if len(title) <= EMBEDDED_TITLE_LENGTH:
+        return title
+    cut = title[: EMBEDDED_TITLE_LENGTH + 1]
+    return cut.rsplit(maxsplit=1)[0] if " " in cut.strip() else cut[:-1]
 
 
 def split_article(article: Article, count_tokens: TokenCounter, max_tokens: int) -> list[Passage]:

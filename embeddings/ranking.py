@@ -12,8 +12,8 @@ so it is measured (benchmarks/quality.py) exactly as the bot runs it. The steps:
    a passage that merely repeats the question cannot answer it.
 3. **Article context.** A passage's score is blended with its article's score: the article's
    best passage, mixed with the question's cosine to the article's mean passage vector
-   (`article_vectors`, computed from the index's matrix, no extra embedding). A passage of the
-   article that is about the question then outranks a stray keyword match elsewhere.
+   (the index's `article_vectors.npy`, computed from its matrix, no extra embedding). A passage
+   of the article that is about the question then outranks a stray keyword match elsewhere.
 
 Then `collapse_duplicates` drops wire copies, and `spread_articles` keeps one passage per article
 in the first page's places unless a second passage of an article clearly outscores the next
@@ -33,6 +33,12 @@ import numpy.typing as npt
 
 Scores = npt.NDArray[np.floating]
 Rows = npt.NDArray[np.intp]
+
+
+# The places that get one passage per article: the bot's first page. Spreading every place cost
+# BBC-headline nDCG@10 0.759 -> 0.506 on the train split (a headline's article has ~5 relevant
+# passages); spreading the first page only keeps 0.721 (benchmarks/results/quality.md).
+SPREAD_PLACES = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class RankingSettings:
     reranker_weight: float = 1.5
     # The answer-type bonus on a sentence's reranker score, when choosing the bold sentence.
     sentence_answer_type_bonus: float = 0.5
+    # The first `spread_places` hits show one passage per article (0: plain score order).
+    spread_places: int = SPREAD_PLACES
 
 
 DEFAULT_SETTINGS = RankingSettings()
@@ -201,14 +209,6 @@ def answer_type_bonus(
 # --- 3. article context ------------------------------------------------------------------------
 
 
-def article_vectors(vectors: Scores, articles: Rows) -> npt.NDArray[np.float32]:
-    """One L2-normalised mean passage vector per article number (rows of `articles`)."""
-    sums = np.zeros((int(articles.max()) + 1 if articles.size else 0, vectors.shape[1]))
-    np.add.at(sums, articles, vectors)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.where(norms == 0, 1, norms)).astype(np.float32)
-
-
 def article_context(
     scores: Scores,
     articles: Rows,
@@ -256,7 +256,7 @@ def rank(
 
     `dense` and `lexical` hold every passage's cosine and BM25 score (row order of `texts`),
     `articles` an article number per row; optionally `second_dense` a second model's cosines
-    and `article_dense` the question's cosine to each article vector (`article_vectors`);
+    and `article_dense` the question's cosine to each article's mean passage vector;
     `prior` is added to the final scores (for example `date_preference`).
     """
     if len(texts) == 0 or k <= 0:
@@ -329,12 +329,6 @@ def _shingles(text: str) -> frozenset[int]:
     if len(words) < 3:
         return frozenset({hash(tuple(words))})
     return frozenset(map(hash, zip(words, words[1:], words[2:], strict=False)))
-
-
-# The places that get one passage per article: the bot's first page. Spreading every place cost
-# BBC-headline nDCG@10 0.759 -> 0.506 on the train split (a headline's article has ~5 relevant
-# passages); spreading the first page only keeps 0.721 (benchmarks/results/quality.md).
-SPREAD_PLACES = 3
 
 
 def spread_articles(

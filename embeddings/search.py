@@ -175,7 +175,7 @@ class Searcher:
             settings=self.settings,
         )
         candidates, readings = self._rerank(query, collapse_duplicates(ranked, texts), texts, prior)
-        chosen = spread_articles(candidates, local, k)
+        chosen = spread_articles(candidates, local, k, places=self.settings.spread_places)
         hits = [
             Hit(texts.passage(item.row), item.score, float(dense[item.row]), readings.get(item.row))
             for item in chosen

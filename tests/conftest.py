@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 import re
 import shutil
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,21 @@ def data_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@contextmanager
+def logging_into(handler: logging.Handler, level: int, name: str = "") -> Iterator[None]:
+    """Logger `name` (the root by default) at `level`, also writing to `handler`; both put
+    back as they were afterwards."""
+    logger = logging.getLogger(name)
+    was = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(was)
+
+
 def write_article(folder: Path, name: str, title: str, *paragraphs: str, date: str = "") -> Path:
     """Write an article file in the news-export format (or plain, without a date)."""
     header = f" date {date} {title}" if date else title
@@ -88,10 +104,18 @@ def write_article(folder: Path, name: str, title: str, *paragraphs: str, date: s
 SEED_QUESTION = "Who held the press conference about the plenary session?"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def offline_models() -> Iterator[None]:
+    """Models load from local files only (as `newsqa` loads them), for the whole session; the
+    variable is put back as it was afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def real_encoder() -> SentenceTransformerEncoder:
     """The default model on torch, loaded from its installed package, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return SentenceTransformerEncoder()
 
 
@@ -100,7 +124,6 @@ def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model exported once per session to an int8 ONNX folder."""
     pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
     pytest.importorskip("onnx", reason="quantising the export needs onnx")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from embeddings.onnx_encoder import export_onnx
 
     return export_onnx(DEFAULT_MODEL, tmp_path_factory.mktemp("onnx") / "model")

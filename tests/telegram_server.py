@@ -1502,7 +1502,12 @@ class TelegramServer:
     # -- playing users ---------------------------------------------------------
 
     def _user(
-        self, chat_id: ChatId, user_id: int | None, chat_type: ChatType, first_name: str
+        self,
+        chat_id: ChatId,
+        user_id: int | None,
+        chat_type: ChatType,
+        first_name: str,
+        language_code: str = "en",
     ) -> JSON:
         """The User object of the person acting; in a private chat user id == chat id."""
         if user_id is None:
@@ -1511,7 +1516,12 @@ class TelegramServer:
                 if chat_type == "private" and isinstance(chat_id, int)
                 else DEFAULT_GROUP_USER_ID
             )
-        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
+        return {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": first_name,
+            "language_code": language_code,
+        }
 
     def _user_chat(
         self, chat_id: ChatId, chat_type: ChatType, first_name: str, chat_title: str | None
@@ -1533,12 +1543,13 @@ class TelegramServer:
         first_name: str,
         chat_title: str | None,
         reply_to_message_id: int | None = None,
+        language_code: str = "en",
     ) -> JSON:
         """A Message from a user, without content yet."""
         chat = self._user_chat(chat_id, chat_type, first_name, chat_title)
         message: JSON = {
             "message_id": chat.take_message_id(),
-            "from": self._user(chat_id, user_id, chat_type, first_name),
+            "from": self._user(chat_id, user_id, chat_type, first_name, language_code),
             "chat": dict(chat.chat),
             "date": int(time.time()),
         }
@@ -1564,6 +1575,7 @@ class TelegramServer:
         entities: list[JSON] | None = None,
         reply_to_message_id: int | None = None,
         chat_title: str | None = None,
+        language_code: str = "en",
     ) -> JSON:
         """A user sends a text; mentions and /commands get entities unless ``entities`` is given."""
         message = self._new_user_message(
@@ -1573,6 +1585,7 @@ class TelegramServer:
             first_name=first_name,
             chat_title=chat_title,
             reply_to_message_id=reply_to_message_id,
+            language_code=language_code,
         )
         message["text"] = text
         found = find_entities(text) if entities is None else entities

@@ -17,10 +17,10 @@ from bot.pages import PageAdder
 from embeddings.articles import read_articles
 from embeddings.build import build_index
 from embeddings.collection import ADDED_FILE, Collection
+from tests.bots import Bot, Clock, start_bot, stop_bot
 from tests.conftest import FakeEncoder
 from tests.news_site import ARTICLES, NewsSite, Route, article_page
 from tests.telegram_server import TelegramServer
-from tests.test_bot_e2e import Bot, Clock, _start, _stop
 
 ALICE, BOB = 1001, 1002  # Alice is the admin
 HARBOUR, FROST = ARTICLES[0], ARTICLES[1]
@@ -39,9 +39,9 @@ async def bot(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) ->
         lambda: build_index(read_articles(data_dir).articles, encoder, index_dir),
     )
     async with TelegramServer() as server:
-        handlers, application = await _start(server, data_dir, index_dir, encoder, admin=admin)
+        handlers, application = await start_bot(server, data_dir, index_dir, encoder, admin=admin)
         yield Bot(server, handlers, application, data_dir, index_dir, Clock())
-        await _stop(application)
+        await stop_bot(application)
     await fetcher.aclose()
 
 

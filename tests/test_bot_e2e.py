@@ -5,126 +5,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from telegram.ext import Application
 
-from bot.app import build_application
-from bot.handlers import Handlers
 from bot.logs import redact
 from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import say
-from bot.service import QAService
 from embeddings.articles import read_articles
 from embeddings.build import build_index
-from embeddings.decision import Thresholds
 from embeddings.encoder import Vectors
 from embeddings.reranker import Reranker
-from embeddings.stores import build_in_database, location_of
+from tests.bots import Bot, Clock, free_port, start_bot, stop_bot, write_news
 from tests.conftest import FakeEncoder, write_article
-from tests.telegram_server import SentMessage, TelegramServer
+from tests.telegram_server import TelegramServer
 
 ALICE, BOB = 1001, 1002
 GROUP = -100500
 
 
-class Clock:
-    """A clock the test moves by hand."""
+class SlowEncoder(FakeEncoder):
+    """Takes a second over questions containing "slowly", to show questions run concurrently;
+    `started` is set when it begins one."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SlowEncoder(FakeEncoder):
-    """Takes a second over questions containing "slowly", to show questions run concurrently."""
+        super().__init__()
+        self.started = threading.Event()
 
     def encode_queries(self, texts: Sequence[str]) -> Vectors:
         if any("slowly" in text for text in texts):
+            self.started.set()
             time.sleep(1.0)
         return super().encode_queries(texts)
 
 
-@dataclass
-class Bot:
-    """A running bot and the server it talks to."""
-
-    server: TelegramServer
-    handlers: Handlers
-    application: Application  # type: ignore[type-arg]
-    data_dir: Path
-    index_dir: Path
-    clock: Clock
-
-    async def ask(self, chat_id: int, text: str, **kwargs: object) -> SentMessage:
-        """Send a message and return the bot's next message in that chat."""
-        before = len(self.server.messages(chat_id))
-        self.server.user_message(chat_id, text, **kwargs)  # type: ignore[arg-type]
-        return (await self.server.wait_for_messages(chat_id, before + 1, timeout=10))[before]
-
-
-def _news(data_dir: Path) -> None:
-    write_article(data_dir, "rain.txt", "Heavy rain floods the valley",
-                  "Heavy rain flooded the valley villages on Monday and the roads were closed to traffic for three days.",
-                  "The mayor said the river rose two metres overnight and that rescue teams evacuated four hundred people.",
-                  date="2024-05-02")  # fmt: skip
-    write_article(data_dir, "cup.txt", "Local team wins the cup",
-                  "The local football team won the cup final after a penalty shootout in front of a packed stadium.",
-                  date="2024-06-10")  # fmt: skip
-
-
-async def _start(
-    server: TelegramServer,
-    data_dir: Path,
-    index_dir: Path,
-    encoder: FakeEncoder,
-    reranker: Reranker | None = None,
-    store: str | None = None,
-    **handler_args: object,
-) -> tuple[Handlers, Application]:  # type: ignore[type-arg]
-    articles = read_articles(data_dir).articles
-    if store is None:
-        build_index(articles, encoder, index_dir)
-    else:
-        build_in_database(articles, encoder, store)
-    thresholds = Thresholds(calibrated=0.0, cosine=0.1)  # answer: these tests pin the bot
-    location = location_of(index_dir, store)
-    service = QAService(location, encoder, reranker=reranker, thresholds=thresholds)
-    handlers = Handlers(service, **handler_args)  # type: ignore[arg-type]
-    application = build_application(server.token, handlers, base_url=server.base_url)
-    await application.initialize()
-    assert application.post_init is not None
-    await application.post_init(application)
-    await application.start()
-    assert application.updater is not None
-    await application.updater.start_polling(poll_interval=0.0, timeout=1)
-    return handlers, application
-
-
-async def _stop(application: Application) -> None:  # type: ignore[type-arg]
-    assert application.updater is not None
-    await application.updater.stop()
-    await application.stop()
-    await application.shutdown()
+# tests/test_crash_safety.py imports these from here.
+_news, _start, _stop = write_news, start_bot, stop_bot
 
 
 @pytest.fixture
 async def bot(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Bot]:
     """A polling bot over the seed article plus two short ones, with a hand-moved clock (with
     "database", its index is in PostgreSQL)."""
-    _news(data_dir)
+    write_news(data_dir)
     options = getattr(request, "param", {})
     store = request.getfixturevalue("database_url") if options.get("database") else None
     clock = Clock()
     async with TelegramServer() as server:
-        handlers, application = await _start(
+        handlers, application = await start_bot(
             server, data_dir, tmp_path / "index", options.get("encoder", FakeEncoder()),
             reranker=Reranker() if options.get("reranker") else None, store=store,
             allowed_chats=options.get("allowed", frozenset()),
@@ -132,7 +63,7 @@ async def bot(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) ->
             pages=ExpiringStore(capacity=100, ttl=600, clock=clock),
         )  # fmt: skip
         yield Bot(server, handlers, application, data_dir, tmp_path / "index", clock)
-        await _stop(application)
+        await stop_bot(application)
 
 
 BOTH_STORES = pytest.mark.parametrize(
@@ -180,6 +111,32 @@ async def test_start_and_help_describe_the_articles_with_examples(bot: Bot) -> N
     assert (await bot.ask(ALICE, "/help")).text == reply.text
     about = await bot.ask(ALICE, "/about")
     assert "Articles: 3\nPassages: 10\nModel: fake-encoder" in about.text
+
+
+@pytest.mark.parametrize(
+    ("language", "introduction", "about"),
+    [
+        ("ru", "по новостным статьям (статей: 3, с 9 июля 2023 по 10 июня 2024)",
+         "Статей: 3\nФрагментов: 10\nМодель: fake-encoder\nИндекс построен: "),
+        ("zh", "我根据3 篇新闻文章（2023年7月9日至2024年6月10日）回答问题",
+         "文章： 3\n段落： 10\n模型： fake-encoder\n索引构建于： "),
+    ],
+)  # fmt: skip
+async def test_start_help_and_about_speak_the_users_language(
+    bot: Bot, language: str, introduction: str, about: str
+) -> None:
+    """/start, /help and /about follow the language Telegram reports for the user, with the
+    dates written as that language writes them and the example questions as they are."""
+    replies = []
+    for command in ("/start", "/help", "/about"):
+        bot.server.user_message(ALICE, command, language_code=language)
+        replies.append((await bot.server.wait_for_messages(ALICE, len(replies) + 1))[-1])
+    start, help_, about_reply = replies
+    assert introduction in start.text and say("in_groups", language) in start.text
+    assert len(re.findall(r"^• ", start.text, flags=re.MULTILINE)) == 3
+    assert help_.text == start.text
+    assert about_reply.text.startswith(about)
+    assert start.entities_of("bold")[0] == "3" and about_reply.parse_mode == "HTML"
 
 
 @BOTH_STORES
@@ -246,9 +203,34 @@ async def test_sticker_gets_one_line_and_edits_are_ignored(bot: Bot) -> None:
     assert reply.text == say("not_text")
     question = bot.server.user_message(ALICE, "heavy rain")
     await bot.server.wait_for_messages(ALICE, 2)
-    bot.server.user_edits(ALICE, question["message"]["message_id"], "who won the cup")
-    await asyncio.sleep(1.0)
+    edit = bot.server.user_edits(ALICE, question["message"]["message_id"], "who won the cup")
+    await bot.handled.wait(edit)
     assert len(bot.server.messages(ALICE)) == 2
+
+
+_MESSAGE = {"message_id": 1, "chat": {"id": ALICE, "type": "private"}, "text": "hi"}
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        {"message": _MESSAGE},  # no date, which every message has
+        {"message": {**_MESSAGE, "date": 1, "chat": f"{ALICE}"}},  # a chat as a newer API might
+        {"message": {**_MESSAGE, "date": "yesterday"}},
+    ],
+    ids=["missing-field", "new-shape", "wrong-type"],
+)
+async def test_an_update_ptb_cannot_read_is_skipped_and_the_next_is_answered(
+    bot: Bot, caplog: pytest.LogCaptureFixture, unreadable: dict[str, object]
+) -> None:
+    """An update python-telegram-bot cannot read costs one log line; the updater moves past
+    it instead of fetching it again forever, and the question after it is answered."""
+    skipped = bot.server.raw_update(unreadable)
+    reply = await bot.ask(ALICE, "How far did the river rise overnight?")
+    assert reply.text.startswith("1. Heavy rain floods the valley")
+    await bot.server.wait_for(lambda: not bot.server.pending_updates)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].startswith(f"Skipped update {skipped['update_id']}, ")
 
 
 async def test_nothing_relevant_says_so(bot: Bot) -> None:
@@ -298,7 +280,9 @@ async def test_disallowed_chat_and_its_buttons_are_refused(bot: Bot) -> None:
 async def test_a_slow_question_does_not_stall_another_user(bot: Bot) -> None:
     """Two users ask at once; the quick question is answered while the slow one is searched."""
     bot.server.user_message(ALICE, "slowly: heavy rain in the valley")
-    await asyncio.sleep(0.2)
+    slow = bot.handlers.service.encoder
+    assert isinstance(slow, SlowEncoder)
+    assert await asyncio.to_thread(slow.started.wait, 10)
     bot.server.user_message(BOB, "who won the cup")
     await bot.server.wait_for_messages(ALICE, 1, timeout=10)
     await bot.server.wait_for_messages(BOB, 1, timeout=10)
@@ -360,20 +344,14 @@ async def test_token_never_reaches_the_logs(bot: Bot, caplog: pytest.LogCaptureF
     assert bot.server.token not in caplog.text
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_webhook_mode_checks_the_secret_token(data_dir: Path, tmp_path: Path) -> None:
     """In webhook mode, updates without the right secret are rejected; the right one is answered."""
-    _news(data_dir)
+    write_news(data_dir)
     async with TelegramServer() as server:
-        _, application = await _start(server, data_dir, tmp_path / "index", FakeEncoder())
+        _, application = await start_bot(server, data_dir, tmp_path / "index", FakeEncoder())
         assert application.updater is not None
         await application.updater.stop()
-        port = _free_port()
+        port = free_port()
         await application.updater.start_webhook(
             listen="127.0.0.1", port=port, url_path="telegram",
             webhook_url=f"http://127.0.0.1:{port}/telegram", secret_token="s3cret-token",
@@ -393,7 +371,7 @@ async def test_webhook_mode_checks_the_secret_token(data_dir: Path, tmp_path: Pa
         assert await server.post_to_webhook(update, "s3cret-token") == 200
         [reply] = await server.wait_for_messages(ALICE, 1)
         assert reply.text.startswith("1. Heavy rain floods the valley")
-        await _stop(application)
+        await stop_bot(application)
 
 
 @pytest.mark.model
@@ -405,10 +383,10 @@ async def test_real_model_answers_the_seed_question_over_telegram(
 
     async with TelegramServer() as server:
         encoder = SentenceTransformerEncoder()
-        _, application = await _start(server, data_dir, tmp_path / "index", encoder)  # type: ignore[arg-type]
+        _, application = await start_bot(server, data_dir, tmp_path / "index", encoder)  # type: ignore[arg-type]
         server.user_message(ALICE, "Who held the press conference about the plenary session?")
         [reply] = await server.wait_for_messages(ALICE, 1, timeout=60)
-        await _stop(application)
+        await stop_bot(application)
     assert reply.text.startswith("1. Chongqing Holds Third Plenary Session")
     assert reply.entities_of("expandable_blockquote")[0].startswith(
         "Jiang Hui, member of the Standing Committee"

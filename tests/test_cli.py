@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from click.testing import CliRunner
 
 from bot import cli
 from bot.cli import main
+from bot.logs import LibraryLevelFilter
+from embeddings import errors
 from embeddings.articles import read_articles
 from embeddings.build import build_index
 from embeddings.encoder import DEFAULT_MODEL
@@ -128,7 +131,7 @@ def test_skipped_files_are_named_and_the_build_goes_on(data_dir: Path, tmp_path:
     code, output = _invoke("index", "--data", str(data_dir), "--index", str(tmp_path / "index"))
     assert code == 0
     assert f"Skipped {data_dir / 'broken.txt'}: broken.txt: is a binary file" in output
-    assert "up to date: 1 articles, 7 passages" in output
+    assert "up to date: 1 article, 7 passages" in output
 
 
 def test_options_read_environment_variables(data_dir: Path, index_dir: Path) -> None:
@@ -197,3 +200,45 @@ def test_ask_a_question_not_answered_prints_the_bots_sentence(index_dir: Path) -
     code, output = _invoke("ask", "--json", "Who won the match?", *args)
     record = json.loads(output)
     assert record["answered"] is False and record["hits"]
+
+
+@pytest.mark.parametrize(
+    ("logger", "level", "asked", "shown"),
+    [
+        ("bm25s", logging.DEBUG, "WARNING", False),  # bm25s sets its logger to DEBUG at import
+        ("bm25s", logging.WARNING, "WARNING", True),
+        ("bm25s", logging.DEBUG, "DEBUG", True),
+        ("telegram.ext.Updater", logging.INFO, "WARNING", False),
+        ("bot.feeds", logging.INFO, "WARNING", True),  # the project's loggers keep their level
+    ],
+)
+def test_libraries_log_only_at_the_level_asked_for(
+    logger: str, level: int, asked: str, shown: bool
+) -> None:
+    """Whatever level a library gives its own logger, its lines reach the log only at
+    --log-level or above; the project's own loggers decide for themselves."""
+    record = logging.LogRecord(logger, level, __file__, 1, "a line", None, None)
+    assert LibraryLevelFilter(logging.getLevelName(asked)).filter(record) is shown
+
+
+class _NewKindOfFetchError(errors.FetchError):
+    """A subclass the table of fixes does not list."""
+
+
+@pytest.mark.parametrize(
+    ("error", "fix_of"),
+    [
+        (errors.OnnxExportError("Exporting failed"), errors.EncoderLoadError),
+        (
+            errors.UnsafeAddressError("refused"),
+            errors.UnsafeAddressError,
+        ),  # its own, not FetchError's
+        (_NewKindOfFetchError("odd"), errors.FetchError),
+    ],
+)
+def test_an_error_without_a_fix_of_its_own_gets_its_base_classes_fix(
+    error: errors.NewsqaError, fix_of: type[errors.NewsqaError]
+) -> None:
+    """The fix named for an error is its class's, else that of the nearest base class."""
+    expected = cli._FIXES[fix_of].format(data="data", model=DEFAULT_MODEL, store="")
+    assert cli.explain(error, Path("data"), DEFAULT_MODEL, None) == f"{error}; {expected}"

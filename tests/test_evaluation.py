@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.errors import IndexCorruptError
+from embeddings.errors import IndexCorruptError, JudgedSetError
 from embeddings.evaluation import (
     JudgedPassage,
     JudgedQuestion,
-    JudgedSetError,
     abstention_at,
     choose_threshold,
     contains_answer,

@@ -9,11 +9,12 @@ question is answered exactly once (no duplicate message) and polling goes on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,9 @@ from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import MESSAGES, say
 from embeddings.articles import read_articles
 from embeddings.build import build_index
-from tests.conftest import FakeEncoder
+from tests.bots import Clock, handled, start_bot, stop_bot, write_news
+from tests.conftest import FakeEncoder, logging_into
 from tests.telegram_server import SentMessage, TelegramServer
-from tests.test_bot_e2e import Clock, _news, _start, _stop
 
 ALICE, BOB = 1001, 1002
 GROUP = -100777
@@ -52,11 +53,12 @@ class Bot:
     clock: Clock
 
     async def ask(self, chat_id: int, text: str, timeout: float = 10, **kwargs: object) -> str:  # noqa: ASYNC109
-        """Send a question and return the bot's one reply, checking no second one follows."""
+        """Send a question and return the bot's one reply, checking that no second one (a
+        duplicate or an apology) was sent by the time the bot is done with the question."""
         before = len(self.server.messages(chat_id))
-        self.server.user_message(chat_id, text, **kwargs)  # type: ignore[arg-type]
+        asked = self.server.user_message(chat_id, text, **kwargs)  # type: ignore[arg-type]
         replies = await self.server.wait_for_messages(chat_id, before + 1, timeout=timeout)
-        await asyncio.sleep(0.3)  # a duplicate or an apology would arrive about now
+        await handled(self.application).wait(asked, timeout=timeout)
         assert len(self.server.messages(chat_id)) == before + 1, "more than one reply"
         return replies[before].text
 
@@ -64,18 +66,18 @@ class Bot:
 @pytest.fixture
 async def bot(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Bot]:
     """A running bot; parametrise with {"limit": n, "allowed": {...}} for limits and access."""
-    _news(data_dir)
+    write_news(data_dir)
     options = getattr(request, "param", {})
     clock = Clock()
     async with TelegramServer() as server:
-        handlers, application = await _start(
+        handlers, application = await start_bot(
             server, data_dir, tmp_path / "index", FakeEncoder(),
             allowed_chats=frozenset(options.get("allowed", ())),
             limiter=RateLimiter(options.get("limit", 0), 60, clock),
             pages=ExpiringStore(capacity=100, ttl=600, clock=clock),
         )  # fmt: skip
         yield Bot(server, handlers, application, clock)
-        await _stop(application)
+        await stop_bot(application)
 
 
 # -- faults on sending ------------------------------------------------------------------------
@@ -110,8 +112,6 @@ async def test_send_that_times_out_but_is_delivered_is_not_repeated(bot: Bot) ->
     no second copy; the next question is answered normally."""
     bot.server.delay_next("sendMessage", 6.0, process=True)
     assert (await bot.ask(ALICE, QUESTION, timeout=15)).startswith(ANSWER_START)
-    await asyncio.sleep(1.0)  # past the client's timeout and its error handling
-    assert len(bot.server.messages(ALICE)) == 1
     assert (await bot.ask(ALICE, "who won the cup final")).startswith("1. Local team wins")
 
 
@@ -204,14 +204,16 @@ async def test_updates_the_bot_does_not_understand_are_skipped_in_a_batch(bot: B
     chat = {"id": ALICE, "type": "private", "first_name": "Ann"}
     user = {"id": ALICE, "is_bot": False, "first_name": "Ann"}
     # Queued without yielding to the event loop, so the waiting long poll takes all three.
-    bot.server.raw_update({"future_update_kind": {"id": 1, "payload": {"x": [1, 2]}}})
-    bot.server.raw_update(
-        {"message": {"message_id": 500, "date": now, "chat": chat, "from": user,
-                     "hologram": {"file_id": "h1", "depth": 3}}}
-    )  # fmt: skip
-    bot.server.user_message(ALICE, QUESTION)
+    batch = [
+        bot.server.raw_update({"future_update_kind": {"id": 1, "payload": {"x": [1, 2]}}}),
+        bot.server.raw_update(
+            {"message": {"message_id": 500, "date": now, "chat": chat, "from": user,
+                         "hologram": {"file_id": "h1", "depth": 3}}}
+        ),
+        bot.server.user_message(ALICE, QUESTION),
+    ]  # fmt: skip
     replies = await bot.server.wait_for_messages(ALICE, 2)
-    await asyncio.sleep(0.3)
+    await handled(bot.application).wait(*batch)
     texts = sorted(m.text for m in bot.server.messages(ALICE))
     assert len(replies) == len(texts) == 2
     assert texts[0].startswith(ANSWER_START) and texts[1] in _in_any_language("not_text")
@@ -274,9 +276,8 @@ async def test_hostile_article_cannot_inject_formatting_links_or_buttons(
     await bot.ask(ALICE, "harbour crane strike union leader")
     reply = bot.server.messages(ALICE)[-1]
     assert reply.text.startswith("1. Harbour crane strike <a href=")
-    bot.server.press_button(ALICE, reply.message_id, reply.callback_data[0])
-    await bot.server.wait_for(lambda: len(bot.server.messages(ALICE)) >= 3)
-    await asyncio.sleep(0.5)  # the rest of the article
+    pressed = bot.server.press_button(ALICE, reply.message_id, reply.callback_data[0])
+    await handled(bot.application).wait(pressed)  # the whole article has been sent
     await bot.ask(ALICE, "/start")
     for message in bot.server.messages(ALICE):
         assert {e["type"] for e in message.entities} <= OWN_ENTITIES, message.entities
@@ -304,8 +305,39 @@ async def test_start_stays_within_the_limit_when_titles_are_giant(
 # -- access and limits -------------------------------------------------------------------------
 
 
+class _Refusals(logging.Handler):
+    """Counts the chat gate's refusals, one log line each, and wakes whoever waits for them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Refused an update"):
+            self.count += 1
+            self._changed.set()
+
+    async def wait(self, count: int) -> None:
+        """Wait until the gate has refused `count` updates."""
+        async with asyncio.timeout(10):
+            while self.count < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.fixture
+def refusals() -> Iterator[_Refusals]:
+    """The chat gate's refusals, counted from its log at INFO."""
+    counter = _Refusals()
+    with logging_into(counter, logging.INFO, "bot.handlers"):
+        yield counter
+
+
 @pytest.mark.parametrize("bot", [{"allowed": {ALICE, GROUP}}], indirect=True)
-async def test_unlisted_group_gets_nothing_and_its_buttons_a_refusal(bot: Bot) -> None:
+async def test_unlisted_group_gets_nothing_and_its_buttons_a_refusal(
+    bot: Bot, refusals: _Refusals
+) -> None:
     """Once a group leaves the list, mentions and /ask there get no reply (no noise in the
     group) and a button press there only a short refusal."""
     mention = f"{bot.server.bot_mention} heavy rain in the valley?"
@@ -316,7 +348,7 @@ async def test_unlisted_group_gets_nothing_and_its_buttons_a_refusal(bot: Bot) -
     bot.server.user_message(GROUP, "/ask who won the cup", chat_type="group")
     bot.server.press_button(GROUP, answer.message_id, answer.callback_data[0], chat_type="group")
     await bot.server.wait_for(lambda: bool(bot.server.callback_answers))
-    await asyncio.sleep(0.5)
+    await refusals.wait(3)  # the chat gate is done with all three
     assert bot.server.callback_answers[-1].get("text") in _in_any_language("not_allowed")
     assert len(bot.server.messages(GROUP)) == 1
     assert (await bot.ask(ALICE, QUESTION)).startswith(ANSWER_START)

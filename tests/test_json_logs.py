@@ -18,10 +18,9 @@ import pytest
 from bot.logs import JsonFormatter, RedactingFormatter
 from embeddings.articles import read_articles
 from embeddings.build import build_index
-from tests.conftest import FakeEncoder
+from tests.bots import free_port, handled, start_bot, stop_bot, write_news
+from tests.conftest import FakeEncoder, logging_into
 from tests.telegram_server import TelegramServer
-from tests.test_bot_e2e import _news, _start, _stop
-from tests.test_monitoring import _free_port
 
 CHAT = 5151
 QUESTIONS = ["How far did the river rise overnight?", "Who won the cup final?", "?!"]
@@ -33,13 +32,8 @@ def json_log() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(RedactingFormatter(JsonFormatter(), [TelegramServer().token]))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(level)
+    with logging_into(handler, logging.INFO):
+        yield stream
 
 
 async def test_each_question_is_one_json_line_without_its_text(
@@ -47,16 +41,16 @@ async def test_each_question_is_one_json_line_without_its_text(
 ) -> None:
     """Three questions at INFO: three "question" objects with decision, latency and a hashed
     chat; every line parses; no question text, chat id or token anywhere."""
-    _news(data_dir)
+    write_news(data_dir)
     async with TelegramServer() as server:
-        _, application = await _start(server, data_dir, tmp_path / "index", FakeEncoder())
+        _, application = await start_bot(server, data_dir, tmp_path / "index", FakeEncoder())
         try:
             for count, question in enumerate(QUESTIONS, start=1):
-                server.user_message(CHAT, question)
+                asked = server.user_message(CHAT, question)
                 await server.wait_for_messages(CHAT, count, timeout=20)
-            await asyncio.sleep(0.2)
+                await handled(application).wait(asked)  # its line is logged after the reply
         finally:
-            await _stop(application)
+            await stop_bot(application)
     text = json_log.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     questions = [line for line in lines if line["event"] == "question"]
@@ -72,7 +66,7 @@ async def test_newsqa_bot_logs_json_lines_only(data_dir: Path, tmp_path: Path) -
     """`newsqa --log-format json --log-level INFO bot` through a retried start: every stderr
     line is a JSON object, the retry one included, and the token is in none."""
     build_index(read_articles(data_dir).articles, FakeEncoder("no-such-model"), tmp_path / "index")
-    port = _free_port()
+    port = free_port()
     token = TelegramServer().token
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": token}
     env["TELEGRAM_API_URL"] = f"http://127.0.0.1:{port}/bot"

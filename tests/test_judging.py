@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from embeddings.judging import (
     passage_judgements,
     read_corpus,
 )
-from embeddings.ranking import Ranked, spread_articles
+from embeddings.ranking import DEFAULT_SETTINGS, Ranked, spread_articles
 from embeddings.search import Query, Searcher
 from tests.conftest import FakeEncoder
 
@@ -177,7 +178,8 @@ def test_read_corpus_reads_one_jsonl_file_or_a_folder(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`newsqa eval` embeds with the fake encoder instead of loading the model."""
+    """`newsqa eval` embeds with the fake encoder instead of loading (or exporting) the model."""
+    monkeypatch.setenv("NEWSQA_BACKEND", "torch")
     monkeypatch.setattr(cli, "make_encoder", lambda *args, **kwargs: FakeEncoder())
 
 
@@ -283,3 +285,30 @@ def test_spread_covers_the_first_page_then_follows_the_scores() -> None:
     assert [r.row for r in spread_articles(ranked, articles, 6, places=3)] == [0, 3, 4, 1, 2, 5]
     every_place = spread_articles(ranked, articles, 6, places=sys.maxsize)
     assert [r.row for r in every_place] == [0, 3, 4, 5, 1, 2]
+
+
+def test_the_searcher_spreads_as_its_settings_say(tmp_path: Path) -> None:
+    """`spread_places` is a setting: 0 keeps plain score order (the benchmark's "without
+    spread" row); the default shows another article's close passage before a second one of
+    the first article."""
+    rain = "Heavy rain flooded the valley villages and rain kept falling on the rain soaked fields"
+    others = [
+        Article(f"other{n}", f"Other {n}", None, f"other{n}.txt",
+                f"The council voted on budget item {n} for the new school library and roads.")
+        for n in range(6)
+    ]  # fmt: skip
+    articles = [
+        Article("rain", "Rain", None, "rain.txt", f"{rain} all week.\n\n{rain} on Sunday."),
+        Article("sun", "Sun", None, "sun.txt", f"{rain} until the sun came."),
+        *others,
+    ]
+    index = open_index(articles, FakeEncoder(), tmp_path / "index")
+
+    def first_two(places: int) -> list[str]:
+        settings = replace(DEFAULT_SETTINGS, spread_places=places)
+        searcher = Searcher(index, FakeEncoder(), settings=settings)
+        question = searcher.encode_question("rain flooded the valley")
+        return [hit.passage.article_id for hit in searcher.rank(question, 2)]
+
+    assert first_two(0) == ["rain", "rain"]
+    assert first_two(DEFAULT_SETTINGS.spread_places) == ["rain", "sun"]

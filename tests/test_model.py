@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from tests.conftest import SEED_ARTICLE
 from tests.conftest import SEED_QUESTION as QUESTION
 
 pytestmark = pytest.mark.model
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,7 @@ def test_run_answers_in_the_terminal_without_a_token(seed_index: tuple[Path, Pat
         env={"TELEGRAM_BOT_TOKEN": ""},
     )
     assert result.exit_code == 0, result.output
-    assert "is up to date: 1 articles, 7 passages" in result.output
+    assert "is up to date: 1 article, 7 passages" in result.output
     answer = result.output.split(f"? {QUESTION}", 1)[1]
     assert answer.lstrip().startswith("1. Chongqing Holds Third Plenary Session")
     assert "Jiang Hui" in answer.split("2. ")[0]
@@ -135,3 +140,32 @@ def test_a_question_the_seed_article_does_not_answer_is_declined(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.output.startswith("I couldn't find that in the articles.")
+
+
+def test_a_first_run_prints_only_the_products_own_lines(tmp_path: Path) -> None:
+    """A newcomer's first `newsqa run` (no token, no index, nothing typed) in a fresh process:
+    the model export is announced and timed, and no library warning, debug line or progress
+    bar reaches the terminal."""
+    shutil.copytree(SEED_ARTICLE.parent, tmp_path / "data")
+    # The user's environment: Python's default warning filters, no token, no settings.
+    ours = ("NEWSQA_", "TELEGRAM_", "PYTHONWARNINGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--data", "data", "--index", "index"],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    patterns = [
+        r"Preparing the model \(once, about 20 s\)…",
+        r"Prepared the model in \d+\.\d s\.",
+        r"Indexed 1 article into 7 passages at index \(7 embedded, 0 reused, 0 articles "
+        r"removed\) in \d+\.\d s\.",
+        re.escape(f'Ask a question about the articles, e.g. "{QUESTION}"'),
+    ]
+    lines = result.stderr.splitlines()
+    assert len(lines) == len(patterns), result.stderr
+    for line, pattern in zip(lines, patterns, strict=True):
+        assert re.fullmatch(pattern, line), result.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -18,17 +17,11 @@ from bot.health import Health, serve_monitoring
 from embeddings.articles import read_articles
 from embeddings.build import build_index
 from embeddings.index import CURRENT
+from tests.bots import free_port, handled, start_bot, stop_bot, write_news
 from tests.conftest import FakeEncoder
 from tests.telegram_server import TelegramServer
-from tests.test_bot_e2e import _news, _start, _stop
 
 CHAT = 4242
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -58,7 +51,7 @@ async def test_healthz_is_503_until_telegram_answers_then_200(
 ) -> None:
     """`newsqa bot --metrics-port`: 503 while Telegram is unreachable, 200 once getMe answered."""
     build_index(read_articles(data_dir).articles, FakeEncoder("no-such-model"), tmp_path / "index")
-    api_port, metrics_port = _free_port(), _free_port()
+    api_port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "TELEGRAM_BOT_TOKEN": TelegramServer().token,
@@ -86,10 +79,10 @@ async def test_healthz_is_503_while_the_index_cannot_be_read(
     data_dir: Path, tmp_path: Path
 ) -> None:
     """An index folder that lost its CURRENT pointer turns /healthz to 503, and back to 200."""
-    _news(data_dir)
+    write_news(data_dir)
     async with TelegramServer() as server:
-        handlers, application = await _start(server, data_dir, tmp_path / "index", FakeEncoder())
-        port = _free_port()
+        handlers, application = await start_bot(server, data_dir, tmp_path / "index", FakeEncoder())
+        port = free_port()
         health = Health(handlers.service)
         health.telegram_answered = True
         monitoring = serve_monitoring("127.0.0.1", port, health, handlers.metrics)
@@ -103,33 +96,34 @@ async def test_healthz_is_503_while_the_index_cannot_be_read(
             assert await _status(port) == 200
         finally:
             monitoring.shutdown()
-            await _stop(application)
+            await stop_bot(application)
 
 
 async def test_metrics_count_exactly_the_questions_asked(data_dir: Path, tmp_path: Path) -> None:
     """Two answered questions, one declined and a button press move the counters by exactly
     that; the latency histogram counts three; the index gauges describe the index."""
-    _news(data_dir)
+    write_news(data_dir)
     async with TelegramServer() as server:
-        handlers, application = await _start(server, data_dir, tmp_path / "index", FakeEncoder())
+        handlers, application = await start_bot(server, data_dir, tmp_path / "index", FakeEncoder())
         handlers.metrics.watch_index(handlers.service)
-        port = _free_port()
+        port = free_port()
         monitoring = serve_monitoring("127.0.0.1", port, Health(handlers.service), handlers.metrics)
         try:
             before = _samples((await asyncio.to_thread(_get, port, "/metrics"))[1])
+            asked = []
             for count, question in enumerate(
                 ["How far did the river rise?", "Who won the cup final?", "?!"], start=1
             ):
-                server.user_message(CHAT, question)
+                asked.append(server.user_message(CHAT, question))
                 await server.wait_for_messages(CHAT, count, timeout=20)
             [first, *_] = server.messages(CHAT)
-            server.press_button(CHAT, first.message_id, first.callback_data[0])
-            await server.wait_for(lambda: bool(server.callback_answers), timeout=20)
-            await asyncio.sleep(0.2)  # the counters move right after the reply is sent
+            pressed = server.press_button(CHAT, first.message_id, first.callback_data[0])
+            # The counters move right after each reply is sent.
+            await handled(application).wait(*asked, pressed, timeout=20)
             after = _samples((await asyncio.to_thread(_get, port, "/metrics"))[1])
         finally:
             monitoring.shutdown()
-            await _stop(application)
+            await stop_bot(application)
 
     def moved(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))

@@ -10,8 +10,8 @@ import pytest
 
 from embeddings.articles import read_articles
 from embeddings.encoder import SentenceTransformerEncoder
-from embeddings.errors import EncoderLoadError
-from embeddings.onnx_encoder import ONNX_SUFFIX, OnnxEncoder, OnnxExportError, export_onnx
+from embeddings.errors import EncoderLoadError, OnnxExportError
+from embeddings.onnx_encoder import ONNX_SUFFIX, OnnxEncoder, export_onnx
 from embeddings.passages import split_article
 from tests.conftest import SEED_ARTICLE
 from tests.conftest import SEED_QUESTION as QUESTION

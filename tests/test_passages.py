@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from embeddings.articles import Article, read_articles
-from embeddings.passages import MIN_WORDS, Passage, split_article
+from embeddings.passages import EMBEDDED_TITLE_LENGTH, MIN_WORDS, Passage, split_article
 from embeddings.sentences import split_sentences
 from tests.conftest import FakeEncoder
 
@@ -67,6 +67,27 @@ def test_tiny_fragments_are_merged_with_a_neighbour(encoder: FakeEncoder) -> Non
     )
     assert [p.text for p in passages] == [f"Subheading {body} The end."]
     assert all(len(p.text.split()) >= MIN_WORDS for p in passages)
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        " ".join(f"headline{i}" for i in range(300)),  # 300 words: over the 256-token limit
+        "长" * 1000,  # no spaces to cut at
+    ],
+)
+def test_a_title_over_the_token_limit_leaves_paragraphs_whole(
+    data_dir: Path, encoder: FakeEncoder, title: str
+) -> None:
+    """A title longer than the model's limit is cut for embedding only: the paragraphs stay
+    whole passages and each passage keeps the full title to show."""
+    [seed] = read_articles(data_dir).articles
+    passages = split_article(_article(*seed.paragraphs, title=title), encoder.count_tokens, 256)
+    assert [p.text for p in passages] == seed.paragraphs
+    assert all(p.title == title for p in passages)
+    assert all(encoder.count_tokens(p.embedding_text) <= 256 for p in passages)
+    head = passages[0].embedding_text.split("\n", 1)[0]
+    assert title.startswith(head) and 0 < len(head) <= EMBEDDED_TITLE_LENGTH
 
 
 def test_passage_json_round_trip(data_dir: Path, encoder: FakeEncoder) -> None:

@@ -372,6 +372,7 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def make(model: str, backend: str, index_dir: Path, *, export: bool = False) -> FakeEncoder:
         return FakeEncoder(model)
 
+    monkeypatch.setenv("NEWSQA_BACKEND", "torch")  # nothing to export
     monkeypatch.setattr(cli, "make_encoder", make)
 
 

@@ -13,7 +13,6 @@ from embeddings.ranking import (
     RankingSettings,
     answer_type,
     article_context,
-    article_vectors,
     collapse_duplicates,
     date_preference,
     date_window,
@@ -103,13 +102,6 @@ def test_article_context_blends_each_score_with_its_articles_best() -> None:
     with_vectors = article_context(scores, articles, 0.5, np.array([0.2, 0.8]), 0.5)
     # article 0: 0.5 * 0.9 + 0.5 * 0 = 0.45; article 1 has one passage and keeps its 0.5
     np.testing.assert_allclose(with_vectors, [0.675, 0.275, 0.5])
-
-
-def test_article_vectors_are_normalised_means() -> None:
-    """The mean of an article's rows, scaled to length 1."""
-    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
-    result = article_vectors(vectors, np.array([0, 0, 1]))
-    np.testing.assert_allclose(result, [[0.5**0.5, 0.5**0.5], [1.0, 0.0]], rtol=1e-6)
 
 
 TEXTS = [

@@ -78,7 +78,7 @@ async def test_long_poll_returns_an_update_as_soon_as_it_arrives(
     """A waiting getUpdates answers when a user writes, not at its timeout."""
     started = time.monotonic()
     poll = asyncio.create_task(bot.get_updates(timeout=5))
-    await asyncio.sleep(0.1)
+    await server.wait_for(lambda: bool(server.calls_to("getUpdates")))  # the poll is waiting
     server.user_message(CHAT, "hello")
     updates = await asyncio.wait_for(poll, 2)
     assert time.monotonic() - started < 2
