@@ -4,7 +4,8 @@
   model made on disk, so no download) is killed with SIGKILL while it embeds, while it writes,
   and at random moments, both when it rewrites the index (articles changed and removed) and
   when it appends a segment (articles only added); the index then always loads, is internally
-  consistent (every row is its passage's embedding) and answers. CI runs a few kills; `benchmarks/crash_loop.py` runs 20.
+  consistent (every row is its passage's embedding) and answers. CI runs a few kills;
+  `benchmarks/crash_loop.py` runs 20.
 * Damaged index files are refused when the index is opened, with a clear error.
 * While a build runs, the bot keeps answering from the previous index; questions asked during
   a stream of rebuilds always see one whole generation.
