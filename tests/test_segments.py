@@ -181,7 +181,8 @@ def test_every_index_answer_over_segments_matches_a_build_from_scratch(tmp_path:
         assert entry is not None
         assert grown.article_passages(article_id) == scratch.article_passages(article_id)
         number = np.array([grown.entries.index(entry)])
-        other = np.array([scratch.entries.index(scratch.article(article_id))])  # type: ignore[arg-type]
+        same = scratch.article(article_id)
+        other = np.array([scratch.entries.index(same)])  # type: ignore[arg-type]
         assert np.allclose(grown.article_vectors(number), scratch.article_vectors(other))
     assert list(grown.passages) == [grown.passage(row) for row in range(len(grown))]
     assert np.allclose(np.asarray(grown.vectors), np.asarray(grown.vectors[rows]))
