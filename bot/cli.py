@@ -663,7 +663,7 @@ def watch_options(function: F) -> F:
     """How often the feeds are polled."""
     return click.option(
         "--interval",
-        default=300.0,
+        default=Watcher.interval,
         show_default=True,
         type=click.FloatRange(min=1.0),
         envvar="NEWSQA_WATCH_INTERVAL",

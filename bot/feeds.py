@@ -93,7 +93,9 @@ class Watcher:
     feeds_file: Path
     adder: PageAdder
     rebuild: Callable[[], object]
-    interval: float = 300.0
+    # Short enough that an article is answerable within a minute of appearing in its feed; a
+    # poll of an unchanged feed is a conditional request answered with an empty 304.
+    interval: float = 50.0
     max_backoff: float = 6 * 3600.0
     clock: Callable[[], float] = time.monotonic
     merge: Callable[[], object] | None = None
