@@ -34,7 +34,6 @@ ARTICLES = "articles.jsonl"
 ROW_ARTICLES = "row_articles.npy"
 ARTICLE_DATES = "article_dates.npy"
 ARTICLE_VECTORS = "article_vectors.npy"
-FILES = (ARTICLES, ROW_ARTICLES, ARTICLE_DATES, ARTICLE_VECTORS)
 
 Numbers = npt.NDArray[np.int32]
 

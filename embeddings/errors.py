@@ -27,6 +27,10 @@ class EncoderLoadError(NewsqaError):
     """The embedding model could not be loaded."""
 
 
+class LexicalError(NewsqaError):
+    """The lexical index cannot be built or used as asked."""
+
+
 class OnnxExportError(EncoderLoadError):
     """A model folder cannot be exported to ONNX (unsupported layout, or the export failed)."""
 

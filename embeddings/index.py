@@ -252,18 +252,6 @@ class Index:
             return None
         return str(self.meta.get("multilingual", {}).get("model")) or None
 
-    def search(self, query: Vectors, k: int, *, multilingual: bool = False) -> list[Hit]:
-        """The `k` passages closest to a normalised query vector, best first.
-
-        With `multilingual`, the query comes from the multilingual model and is matched
-        against the second matrix.
-        """
-        rows, scores = self.nearest(query, k, multilingual=multilingual)
-        return [
-            Hit(self.passages[int(row)], float(score), float(score))
-            for row, score in zip(rows, scores, strict=True)
-        ]
-
     def nearest(
         self, query: Vectors, k: int, *, multilingual: bool = False
     ) -> tuple[Rows, Vectors]:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.errors import IndexCorruptError, NewsqaError
+from embeddings.errors import IndexCorruptError, LexicalError
 
 FORMAT = "newsqa-bm25"
 FORMAT_VERSION = 1
@@ -69,10 +69,6 @@ QUESTION_WORDS = frozenset(
         "did", "is", "was", "were", "has", "have", "had", "name", "tell", "me",
     }
 )  # fmt: skip
-
-
-class LexicalError(NewsqaError):
-    """The lexical index cannot be built or used as asked."""
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ def test_top_k_is_clamped_to_the_corpus(
 ) -> None:
     """Asking for more passages than exist returns them all; zero returns none."""
     index = _build(data_dir, tmp_path / "index", encoder)
-    assert len(index.search(encoder.encode_queries(["party"])[0], k)) == expected
+    rows, cosines = index.nearest(encoder.encode_queries(["party"])[0], k)
+    assert len(rows) == len(cosines) == expected
 
 
 def test_top_k_orders_ties_by_row() -> None:
