@@ -62,7 +62,7 @@ from embeddings.evaluation import (
     load_passage_set,
     score_rankings,
 )
-from embeddings.index import Index, Segment
+from embeddings.index import BM25_B, BM25_K1, Index, Segment
 from embeddings.judging import (
     AnswerReport,
     CachingEncoder,
@@ -78,7 +78,7 @@ from embeddings.judging import (
     plain_bm25,
     read_corpus,
 )
-from embeddings.lexical import LexicalIndex
+from embeddings.lexical import LUCENE_B, LUCENE_K1, LexicalIndex
 from embeddings.ranking import DEFAULT_SETTINGS, RankingSettings
 from embeddings.reranker import Reranker
 from embeddings.search import Query, Searcher
@@ -524,8 +524,9 @@ def _header(seconds: float, encoder: Encoder) -> str:
             "`build_index`, the default pipeline is `Searcher.search`. Latency is per question: "
             "encoding it once, then the method's own ranking.",
             "",
-            f"Default settings: `{DEFAULT_SETTINGS}`; the index's BM25 k1=0.9, b=0.4, question "
-            "words dropped. Baseline BM25: k1=1.2, b=0.75, every question word; RRF k=60 over "
+            f"Default settings: `{DEFAULT_SETTINGS}`; the index's BM25 k1={BM25_K1}, b={BM25_B}, "
+            f"question words dropped. Baseline BM25: k1={LUCENE_K1}, b={LUCENE_B}, every question "
+            "word; RRF k=60 over "
             'the full dense and BM25 rankings. Rows "default without X" take one stage out '
             "through `RankingSettings`; the two spread rows set `spread_places` to 0 (plain rank "
             "order) and to every place (the one-per-article rule over all ten, as before).",

@@ -43,7 +43,7 @@ from embeddings.evaluation import (
     score_rankings,
 )
 from embeddings.index import Hit, Index
-from embeddings.lexical import LexicalIndex, Tokenizer
+from embeddings.lexical import LUCENE_B, LUCENE_K1, LexicalIndex, Tokenizer
 from embeddings.ranking import top_rows
 from embeddings.search import Query, Results, Searcher
 
@@ -217,7 +217,9 @@ class Method:
 def plain_bm25(index: Index) -> LexicalIndex:
     """BM25 with Lucene's defaults over the index's passages, every question word kept."""
     texts = [p.embedding_text for p in index.passages]
-    return LexicalIndex.build(texts, k1=1.2, b=0.75, tokenizer=Tokenizer(drop_question_words=False))
+    return LexicalIndex.build(
+        texts, k1=LUCENE_K1, b=LUCENE_B, tokenizer=Tokenizer(drop_question_words=False)
+    )
 
 
 def baselines(index: Index, bm25: LexicalIndex) -> list[Method]:

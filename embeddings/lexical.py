@@ -46,6 +46,9 @@ from embeddings.errors import IndexCorruptError, LexicalError
 
 FORMAT = "newsqa-bm25"
 FORMAT_VERSION = 1
+# Lucene's BM25 defaults: the baseline the benchmarks compare with (the index uses its own,
+# `embeddings.index.BM25_K1` and `BM25_B`).
+LUCENE_K1, LUCENE_B = 1.2, 0.75
 META = "lexical.json"
 LENGTHS = "lengths.npy"
 FREQUENCIES, FREQUENCY_ROWS, FREQUENCY_STARTS = (
@@ -198,8 +201,8 @@ class LexicalIndex:
         texts: Sequence[str],
         *,
         tokenizer: Tokenizer | None = None,
-        k1: float = 1.2,
-        b: float = 0.75,
+        k1: float = LUCENE_K1,
+        b: float = LUCENE_B,
         frequencies: bool = False,
     ) -> LexicalIndex:
         """Index `texts` (one per passage, in row order) with BM25 (Lucene's variant); with
