@@ -53,12 +53,12 @@ from embeddings.articles import Article, read_articles
 from embeddings.build import build_index
 from embeddings.encoder import Encoder, SentenceTransformerEncoder
 from embeddings.evaluation import ndcg_at
-from embeddings.index import Index, top_k
+from embeddings.index import Index
 from embeddings.onnx_encoder import DEFAULT_BATCH_SIZE, OnnxEncoder, export_onnx
 from embeddings.passages import split_article
 from embeddings.ranking import DEFAULT_SETTINGS
 from embeddings.reranker import Reranker
-from embeddings.scan import CANDIDATES, SHORTLIST_FACTOR, Int8Matrix, _kernel
+from embeddings.scan import CANDIDATES, SHORTLIST_FACTOR, Int8Matrix, _kernel, top_rows
 from embeddings.search import Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -394,7 +394,7 @@ def _quality(
             encoder = make()
             matrix = encoder.encode_passages(benchmark.texts)
             queries = np.vstack([encoder.encode_queries([q.question]) for q in questions])
-            exact = _ndcg(questions, ids, lambda q, m=matrix: top_k(m @ q, 10), queries)
+            exact = _ndcg(questions, ids, lambda q, m=matrix: list(top_rows(m @ q, 10)), queries)
             baseline = exact if name == "torch" else baseline
             rows.append([benchmark.name, len(questions), name, "float32 exact", exact])
             int8 = Int8Matrix.quantize(matrix)
@@ -599,9 +599,9 @@ def _recalls(int8: Int8Matrix, vectors: Matrix, queries: Sequence[Matrix]) -> di
     in_shortlist, in_hits = [], []
     for query in queries:
         exact = vectors @ query
-        in_shortlist.append(np.isin(top_k(exact, 10), int8.shortlist(query, CANDIDATES)).mean())
+        in_shortlist.append(np.isin(top_rows(exact, 10), int8.shortlist(query, CANDIDATES)).mean())
         hits = int8.search(query, RANKED, vectors)[0]
-        in_hits.append(np.isin(top_k(exact, RANKED), hits).mean())
+        in_hits.append(np.isin(top_rows(exact, RANKED), hits).mean())
     return {
         "shortlist_recall": float(np.mean(in_shortlist)),
         "top50_recall": float(np.mean(in_hits)),

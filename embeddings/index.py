@@ -58,7 +58,7 @@ from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismat
 from embeddings.lexical import LexicalIndex, SegmentedLexical, Tokenizer
 from embeddings.passages import Passage
 from embeddings.reranker import Reading
-from embeddings.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel
+from embeddings.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel, top_rows
 from embeddings.segments import ChainedPassages, Dots, StackedRows, gather, starts_of
 from embeddings.store import PassageStore
 
@@ -424,21 +424,6 @@ BM25_K1, BM25_B = 0.9, 0.4
 def lexical_of(texts: Sequence[str], *, frequencies: bool = False) -> LexicalIndex:
     """The BM25 index the product searches (with `frequencies`: of an append segment)."""
     return LexicalIndex.build(texts, k1=BM25_K1, b=BM25_B, frequencies=frequencies)
-
-
-def top_k(scores: Vectors, k: int) -> list[int]:
-    """Row numbers of the `k` highest scores, best first; ties keep row order."""
-    return [int(i) for i in top_rows(scores, k)]
-
-
-def top_rows(scores: Vectors, k: int) -> Rows:
-    """`top_k` as an array."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, dtype=np.intp)
-    candidates = np.argpartition(-scores, k - 1)[:k]
-    order = np.lexsort((candidates, -scores[candidates]))
-    return np.asarray(candidates[order], dtype=np.intp)
 
 
 def segment_count(path: Path) -> int:

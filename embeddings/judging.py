@@ -44,7 +44,7 @@ from embeddings.evaluation import (
 )
 from embeddings.index import Hit, Index
 from embeddings.lexical import LUCENE_B, LUCENE_K1, LexicalIndex, Tokenizer
-from embeddings.ranking import top_rows
+from embeddings.scan import top_rows
 from embeddings.search import Query, Results, Searcher
 
 RRF_CONSTANT = 60

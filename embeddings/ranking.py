@@ -31,6 +31,8 @@ from enum import Enum
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.scan import top_rows
+
 Scores = npt.NDArray[np.floating]
 Rows = npt.NDArray[np.intp]
 
@@ -105,15 +107,6 @@ def fuse(signals: Sequence[tuple[float, Scores]], depth: int) -> npt.NDArray[np.
     for weight, scores in used:
         total += weight * normalise(scores, depth)
     return total
-
-
-def top_rows(scores: Scores, k: int) -> Rows:
-    """Rows of the `k` highest scores, best first (ties in row order)."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, dtype=np.intp)
-    best = np.argpartition(-scores, k - 1)[:k]
-    return best[np.lexsort((best, -scores[best]))]
 
 
 # --- 2. answer type ------------------------------------------------------------------------------

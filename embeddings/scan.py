@@ -137,7 +137,7 @@ class Int8Matrix:
         shortlist = self.shortlist(query, max(CANDIDATES, SHORTLIST_FACTOR * k), threads)
         shortlist.sort()  # ascending rows read the file in order
         exact = np.asarray(vectors[shortlist], dtype=np.float32) @ query
-        best = _best(exact, k)
+        best = top_rows(exact, k)
         return shortlist[best], exact[best]
 
     def _quantize_query(self, query: Vectors) -> tuple[Codes, float]:
@@ -180,13 +180,14 @@ class FloatRows:
         self._file.close()
 
 
-def _best(scores: Vectors, count: int) -> Rows:
-    """Positions of the `count` highest scores, best first; ties keep position order."""
+def top_rows(scores: npt.NDArray[Any], count: int) -> Rows:
+    """Positions of the `count` highest scores, best first; ties keep position order. The one
+    top-k of the project: the index, the scan and the ranking all choose with it."""
     rows, _ = _top(scores, np.arange(len(scores)), count)
     return rows
 
 
-def _top(scores: Vectors, rows: Rows, count: int) -> tuple[Rows, Vectors]:
+def _top(scores: npt.NDArray[Any], rows: Rows, count: int) -> tuple[Rows, npt.NDArray[Any]]:
     """The `count` best (row, score) pairs, best first; ties go to the lower row."""
     count = min(count, len(scores))
     if count <= 0:

@@ -18,7 +18,8 @@ from embeddings.errors import (
     ModelMismatchError,
     NoArticlesError,
 )
-from embeddings.index import CURRENT, VECTORS, Index, current_generation, top_k
+from embeddings.index import CURRENT, VECTORS, Index, current_generation
+from embeddings.scan import top_rows
 from embeddings.search import WORDS_HELD_BONUS, Searcher
 from tests.conftest import FakeEncoder, write_article
 
@@ -103,7 +104,7 @@ def test_top_k_is_clamped_to_the_corpus(
 
 def test_top_k_orders_ties_by_row() -> None:
     """Equal scores come back in row order, so results are deterministic."""
-    assert top_k(np.array([0.5, 0.9, 0.5, 0.9], dtype=np.float32), 3) == [1, 3, 0]
+    assert list(top_rows(np.array([0.5, 0.9, 0.5, 0.9], dtype=np.float32), 3)) == [1, 3, 0]
 
 
 def test_unchanged_rebuild_embeds_nothing_and_writes_nothing(
@@ -283,7 +284,7 @@ def test_large_index_scan_finds_what_the_float_scan_finds(
     query = encoder.encode_queries(["rain flooded the valley villages"])[0]
     rows, scores = index.nearest(query, 5)
     exact = np.asarray(index.vectors) @ query
-    assert list(rows) == top_k(exact, 5) and np.allclose(scores, exact[rows], atol=1e-6)
+    assert list(rows) == list(top_rows(exact, 5)) and np.allclose(scores, exact[rows], atol=1e-6)
     assert np.allclose(index.cosines(query, rows[::-1]), exact[rows[::-1]], atol=1e-6)
 
 

@@ -21,8 +21,8 @@ from embeddings.ranking import (
     offers_answer,
     rank,
     spread_articles,
-    top_rows,
 )
+from embeddings.scan import top_rows
 
 
 def test_normalise_maps_the_window_to_0_1_and_clips_below() -> None:

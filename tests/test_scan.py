@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from embeddings import scan
-from embeddings.scan import CODES, SCALES, FloatRows, Int8Matrix, _best
+from embeddings.scan import CODES, SCALES, FloatRows, Int8Matrix, top_rows
 
 
 def _unit_rows(count: int, dimension: int = 48, seed: int = 0) -> np.ndarray:
@@ -72,7 +72,7 @@ def test_shortlist_is_the_best_of_the_full_score_array(threads: int) -> None:
     vectors = np.repeat(_unit_rows(150), 4, axis=0)  # every score four times: ties everywhere
     matrix = Int8Matrix.quantize(vectors)
     for query in _unit_rows(5, seed=2):
-        expected = _best(matrix.scores(query, threads=1), 40)
+        expected = top_rows(matrix.scores(query, threads=1), 40)
         assert list(matrix.shortlist(query, 40, threads=threads)) == list(expected)
 
 
