@@ -11,12 +11,13 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from embeddings.passages import Passage
+from embeddings.store import RowPassages
 
 Rows = npt.NDArray[np.intp]
 
@@ -106,7 +107,7 @@ class Dots:
         return np.asarray(self.matrix[rows]) @ self.query
 
 
-class ChainedPassages(Sequence[Passage]):
+class ChainedPassages(RowPassages):
     """The passages of several segments, in global row order."""
 
     def __init__(self, parts: Sequence[Sequence[Passage]]) -> None:
@@ -117,18 +118,7 @@ class ChainedPassages(Sequence[Passage]):
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    @overload
-    def __getitem__(self, item: int) -> Passage: ...
-
-    @overload
-    def __getitem__(self, item: slice) -> list[Passage]: ...
-
-    def __getitem__(self, item: int | slice) -> Passage | list[Passage]:
-        if isinstance(item, slice):
-            return [self[i] for i in range(*item.indices(len(self)))]
-        if not -len(self) <= item < len(self):
-            raise IndexError(item)
-        row = item % len(self)
+    def _read(self, row: int) -> Passage:
         part = bisect.bisect_right(self._firsts, row) - 1
         return self.parts[part][row - self._firsts[part]]
 

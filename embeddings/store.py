@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
@@ -28,19 +29,14 @@ def passages_file(passages: Sequence[Passage]) -> tuple[bytes, npt.NDArray[np.in
     return b"".join(lines), offsets
 
 
-class PassageStore(Sequence[Passage]):
-    """The passages of one index generation, parsed on access."""
+class RowPassages(Sequence[Passage]):
+    """Passages read by row number (`_read`): indexing, negative rows and slices done once."""
 
-    def __init__(self, path: Path, offsets: npt.NDArray[np.int64]):
-        self._file = path.open("rb", buffering=0)
-        size = self._file.seek(0, 2)
-        if len(offsets) == 0 or int(offsets[-1]) != size:
-            self._file.close()
-            raise ValueError(f"{path.name} is {size} bytes, its offsets say {offsets[-1:]}")
-        self._offsets = offsets
+    @abstractmethod
+    def __len__(self) -> int: ...
 
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
+    @abstractmethod
+    def _read(self, row: int) -> Passage: ...
 
     @overload
     def __getitem__(self, item: int) -> Passage: ...
@@ -57,6 +53,21 @@ class PassageStore(Sequence[Passage]):
 
     def __iter__(self) -> Iterator[Passage]:
         return (self._read(i) for i in range(len(self)))
+
+
+class PassageStore(RowPassages):
+    """The passages of one index generation, parsed on access."""
+
+    def __init__(self, path: Path, offsets: npt.NDArray[np.int64]):
+        self._file = path.open("rb", buffering=0)
+        size = self._file.seek(0, 2)
+        if len(offsets) == 0 or int(offsets[-1]) != size:
+            self._file.close()
+            raise ValueError(f"{path.name} is {size} bytes, its offsets say {offsets[-1:]}")
+        self._offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
 
     def _read(self, row: int) -> Passage:
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
