@@ -12,7 +12,10 @@ What it does, with a fixed seed:
    question's article that contains the answer string is a positive.
 2. Training questions (``training/data/``): natural questions written over the odd-numbered
    ("train") BBC articles that the judged sets in benchmarks/data do not use, and questions
-   about the same stories that no article answers (their candidates are all negatives).
+   about the same stories that no article answers (their candidates are all negatives). With
+   ``--without-article N``, a seeded sample of N answerable ones is asked again without its
+   own article, whose shortlist of the same story's other passages is all negatives too (a
+   trial; the shipped model was trained without it).
    Sentence pairs from WikiQA train and TrecQA TRAIN (``../shared/train``) are added as groups.
 3. The model is the first `--layers` transformer layers of all-MiniLM-L6-v2 (the installed
    package), word embeddings frozen, with two heads: a relevance logit from the mean of the
@@ -98,6 +101,26 @@ def bbc_groups(path: Path, candidates: int) -> list[Group]:
             article = searcher.index.article_passages(question.article)
             passages += [p for p in article if p not in passages]
         groups.append(_group(question.text, question.answers, passages))
+    return groups
+
+
+def without_article_groups(path: Path, candidates: int, count: int) -> list[Group]:
+    """Groups for `count` of the answerable questions in `path` (a seeded sample), asked of the
+    articles without their own: the shortlist then holds passages on the same story that do
+    not answer, which teaches the relevance logit to stay low when the answer is absent."""
+    searcher = bbc_searcher()
+    questions = [q for q in read_questions(path) if q.answers]
+    sample = random.Random(SEED).sample(questions, min(count, len(questions)))
+    groups = []
+    for question in sample:
+        own = len(searcher.index.article_passages(question.article))
+        hits = searcher.search(searcher.encode_question(question.text), candidates + own).hits
+        passages = [
+            hit.passage for hit in hits
+            if hit.passage.article_id != question.article
+            and not contains_answer(hit.passage.text, question.answers)
+        ][:candidates]  # fmt: skip
+        groups.append(_group(question.text, (), passages))
     return groups
 
 
@@ -359,6 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--groups-per-step", type=int, default=4)
     parser.add_argument("--candidates", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument(
+        "--without-article", type=int, default=0,
+        help="also ask this many answerable questions without their article (all candidates "
+        "negative); the shipped model used none",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=RERANKER_FOLDER)
     parser.add_argument("--no-pairs", action="store_true", help="leave out WikiQA and TrecQA")
     args = parser.parse_args(argv)
@@ -372,6 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bbc": bbc_groups(DATA / "bbc_train_questions.jsonl", args.candidates),
         "bbc_unanswerable": bbc_groups(DATA / "bbc_train_unanswerable.jsonl", args.candidates),
     }
+    if args.without_article:
+        groups["bbc_without_article"] = without_article_groups(
+            DATA / "bbc_train_questions.jsonl", args.candidates, args.without_article
+        )
     if not args.no_pairs:
         groups["trecqa"] = pair_groups(SHARED_TRAIN / "trecqa" / "train.pairs.jsonl")
         groups["wikiqa"] = pair_groups(SHARED_TRAIN / "wikiqa" / "train.pairs.jsonl")
