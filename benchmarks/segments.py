@@ -34,6 +34,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from benchmarks.quality import CACHE
+from benchmarks.reports import publish
 from benchmarks.store import _synthetic_articles, _SyntheticEncoder
 from embeddings.articles import Article
 from embeddings.build import BuildReport, build_index
@@ -59,10 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with threadpool_limits(1):
         rows = [row for size in arguments.sizes for row in _size(size, arguments.cache)]
     report = _report(rows, " ".join(["python -m benchmarks.segments", *(argv or sys.argv[1:])]))
-    if not arguments.no_write:
-        RESULTS.write_text(report, encoding="utf-8")
-    print(report)
-    return 0
+    return publish(report, RESULTS, write=not arguments.no_write)
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -36,6 +36,7 @@ import numpy as np
 import psycopg
 
 from benchmarks.quality import CACHE, DATA, bbc_folder
+from benchmarks.reports import publish
 from embeddings.articles import Article
 from embeddings.backends import make_encoder
 from embeddings.build import build_index
@@ -67,10 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in arguments.passages:
             sections.append(_size(size, arguments.cache, new_database()))
     report = "# The database store beside the index folder\n\n" + "\n".join(sections)
-    if not arguments.no_write:
-        RESULTS.write_text(report, encoding="utf-8")
-    print(report)
-    return 0
+    return publish(report, RESULTS, write=not arguments.no_write)
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
