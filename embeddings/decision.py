@@ -8,8 +8,11 @@ judged question sets (``training/calibrate.py``) and stored beside the reranker
 * the reranker's relevance logit for the first hit: it read the question with the passage;
 * the best cosine between the question and any passage: how near the archive comes at all;
 * the share of the question's rare words that the first hit's article lacks (by inverse
-  document frequency): a question about a salary, or about 2008, that the article never
-  mentions, is about something the article does not report.
+  document frequency): a question about a salary that the article never mentions is about
+  something the article does not report;
+* whether the question names a year that the first hit's article never mentions: a question
+  about 2008 put to a story from 2005 asks about later events, which no article in the
+  archive can report however close its words come.
 
 Without the reranker (switched off, or a question matched by the multilingual model, which the
 English reranker cannot read) the confidence is the best cosine, as the bi-encoder gives it.
@@ -35,6 +38,7 @@ class Evidence:
     relevance: float  # the reranker's logit for the first hit
     cosine: float  # the best cosine of any passage
     missing: float  # 0..1: IDF-weighted share of the question's terms its first article lacks
+    unmentioned_year: float = 0.0  # 1 when the question names a year its first article lacks
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Calibration:
     relevance: float
     cosine: float
     missing: float
+    unmentioned_year: float
     bias: float
     threshold: float  # the default minimum confidence: chosen with the weights
 
@@ -53,6 +58,7 @@ class Calibration:
             self.relevance * evidence.relevance
             + self.cosine * evidence.cosine
             + self.missing * evidence.missing
+            + self.unmentioned_year * evidence.unmentioned_year
             + self.bias
         )
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
@@ -65,6 +71,8 @@ class Calibration:
             float(weights["relevance"]),
             float(weights["cosine"]),
             float(weights["missing"]),
+            # A calibration fitted before this evidence existed gives it no weight.
+            float(weights.get("unmentioned_year", 0.0)),
             float(record["bias"]),
             float(record["threshold"]),
         )
@@ -76,6 +84,7 @@ class Calibration:
                 "relevance": self.relevance,
                 "cosine": self.cosine,
                 "missing": self.missing,
+                "unmentioned_year": self.unmentioned_year,
             },
             "bias": self.bias,
             "threshold": self.threshold,

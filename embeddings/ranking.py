@@ -188,6 +188,11 @@ def _answers(text: str, kind: AnswerType) -> Iterator[str]:
             yield from (part for part in run.split("_") if _DIGIT.search(part))
 
 
+def years_named(text: str) -> list[str]:
+    """The years `text` names ("2008", "1990s"), as written."""
+    return [run for run in _RUN.findall(text) if _YEAR.fullmatch(run)]
+
+
 def answer_type_bonus(
     question: str, texts: Sequence[str], rows: Rows, bonus: float
 ) -> npt.NDArray[np.float64]:

@@ -37,6 +37,7 @@ from embeddings.ranking import (
     date_window,
     rank,
     spread_articles,
+    years_named,
 )
 from embeddings.reranker import Reading, Reranker
 from embeddings.sentences import sentence_spans
@@ -220,23 +221,40 @@ class Searcher:
             minimum = self.thresholds.multilingual if query.multilingual else self.thresholds.cosine
             return Results(hits, confidence, answered=confidence >= minimum)
         calibration = self.reranker.calibration
-        evidence = Evidence(first.reading.relevance, best_cosine, self._missing(query, first))
+        held = self._article_terms(first)
+        evidence = Evidence(
+            first.reading.relevance,
+            best_cosine,
+            self._missing(query, held),
+            self._unmentioned_year(query, held),
+        )
         confidence = calibration.confidence(evidence)
         chosen = self.thresholds.calibrated
         minimum = calibration.threshold if chosen is None else chosen
         return Results(hits, confidence, confidence >= minimum, evidence)
 
-    def _missing(self, query: Query, hit: Hit) -> float:
-        """The IDF-weighted share of the question's terms that the hit's article lacks."""
+    def _article_terms(self, hit: Hit) -> frozenset[str]:
+        """The BM25 terms of the hit's whole article, with the year of its date: a story
+        reports its own year's events even when its text never writes the year."""
         tokenizer = self.index.tokenizer
-        terms = sorted(set(tokenizer.question_terms(query.text)))
+        passages = self.index.article_passages(hit.passage.article_id) or [hit.passage]
+        dated = [str(hit.passage.date.year)] if hit.passage.date else []
+        texts = [p.embedding_text for p in passages] + dated
+        return frozenset(t for text in texts for t in tokenizer.passage_terms(text))
+
+    def _missing(self, query: Query, held: frozenset[str]) -> float:
+        """The IDF-weighted share of the question's terms that the article (`held`) lacks."""
+        terms = sorted(set(self.index.tokenizer.question_terms(query.text)))
         if not terms:
             return 0.0
-        passages = self.index.article_passages(hit.passage.article_id) or [hit.passage]
-        held = {t for p in passages for t in tokenizer.passage_terms(p.embedding_text)}
         weights = self.index.idf(terms)
         lacking = sum(w for term, w in zip(terms, weights, strict=True) if term not in held)
         return float(lacking / weights.sum()) if weights.sum() > 0 else 0.0
+
+    def _unmentioned_year(self, query: Query, held: frozenset[str]) -> float:
+        """1.0 when the question names a year that the article (`held`) never mentions."""
+        years = self.index.tokenizer.passage_terms(" ".join(years_named(query.text)))
+        return float(any(year not in held for year in years))
 
     def _words_held(self, question: str, passage: Passage) -> float:
         """The share of the question's BM25 terms that the passage (with its title) holds."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ def test_calibrated_confidence_rises_with_relevance_and_falls_with_missing_words
     """The shipped decision weighs the evidence the way it should: a passage the reranker
     finds relevant raises the confidence; question words the article lacks lower it."""
     calibration = Reranker().calibration
-    base = Evidence(relevance=0.0, cosine=0.5, missing=0.2)
+    base = Evidence(relevance=0.0, cosine=0.5, missing=0.2, unmentioned_year=0.0)
     higher = calibration.confidence(Evidence(3.0, 0.5, 0.2))
     lower = calibration.confidence(Evidence(0.0, 0.5, 0.8))
     assert lower < calibration.confidence(base) < higher
@@ -139,6 +140,25 @@ def test_question_words_the_first_article_lacks_count_against_answering(
     lacked = searcher.search(searcher.encode_question("What was Jiang Hui's salary in 2031?"), 3)
     assert held.evidence is not None and lacked.evidence is not None
     assert held.evidence.missing == 0.0 and lacked.evidence.missing > 0.4
+
+
+def test_a_year_the_first_article_never_mentions_counts_against_answering(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A question naming a year that its article neither mentions nor is dated in asks about
+    other times: the evidence marks it, and the shipped calibration lowers the confidence."""
+    searcher = _seed_searcher(data_dir, tmp_path)
+    found = {}
+    for year in ["2023", "2031"]:
+        question = f"Which plenary session did Chongqing hold in {year}?"
+        found[year] = searcher.search(searcher.encode_question(question), 3)
+    dated, later = found["2023"].evidence, found["2031"].evidence  # the article is of 2023-07-09
+    assert dated is not None and later is not None
+    assert (dated.unmentioned_year, later.unmentioned_year) == (0.0, 1.0)
+    calibration = Reranker().calibration
+    assert calibration.confidence(later) < calibration.confidence(
+        replace(later, unmentioned_year=0.0)
+    )
 
 
 def test_the_first_page_is_read_once_and_a_later_page_when_asked(

@@ -8,10 +8,10 @@ The train half of the judged BBC sets (``benchmarks/data/bbc_natural_train.jsonl
 the articles answer, and ``bbc_unanswerable_train.jsonl``, questions they do not) goes through
 the product's `Searcher` with the reranker. A logistic regression over each question's
 `Evidence` (the reranker's relevance for the first hit, the best cosine, the share of rare
-question words the first article lacks) learns "the articles answer this question"; the
-threshold is the highest confidence that still answers `--answered` of the answerable train
-questions. Weights and threshold go into ``reranker.json`` (rewritten atomically). The
-held-out halves are never read here.
+question words the first article lacks, whether the question names a year the article lacks)
+learns "the articles answer this question"; the threshold is the highest confidence that still
+answers `--answered` of the answerable train questions. Weights and threshold go into
+``reranker.json`` (rewritten atomically). The held-out halves are never read here.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ log = logging.getLogger("calibrate")
 class Uncalibrated(Reranker):
     """The reranker with a neutral decision: the evidence is what calibration needs."""
 
-    calibration = Calibration(0.0, 0.0, 0.0, 0.0, threshold=0.5)
+    calibration = Calibration(0.0, 0.0, 0.0, 0.0, 0.0, threshold=0.5)
 
 
 def evidence(searcher: Searcher, path: Path) -> list[Evidence]:
@@ -59,7 +59,8 @@ def evidence(searcher: Searcher, path: Path) -> list[Evidence]:
 
 def features(items: Sequence[Evidence]) -> npt.NDArray[np.float64]:
     """The evidence as a matrix, one row per question, in `Calibration`'s order."""
-    return np.array([[e.relevance, e.cosine, e.missing] for e in items], dtype=np.float64)
+    rows = [[e.relevance, e.cosine, e.missing, e.unmentioned_year] for e in items]
+    return np.array(rows, dtype=np.float64)
 
 
 def fit_logistic(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -97,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     yes, no = evidence(searcher, ANSWERABLE), evidence(searcher, UNANSWERABLE)
     x = features([*yes, *no])
     y = np.array([1.0] * len(yes) + [0.0] * len(no))
-    relevance, cosine, missing, bias = (float(value) for value in fit_logistic(x, y))
-    fitted = Calibration(relevance, cosine, missing, bias, threshold=0.5)
+    relevance, cosine, missing, year, bias = (float(value) for value in fit_logistic(x, y))
+    fitted = Calibration(relevance, cosine, missing, year, bias, threshold=0.5)
     confidences = np.array([fitted.confidence(e) for e in yes])
     calibration = replace(fitted, threshold=threshold(confidences, args.answered))
     false = np.mean([calibration.confidence(e) >= calibration.threshold for e in no])
