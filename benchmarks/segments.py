@@ -37,10 +37,11 @@ from benchmarks.quality import CACHE
 from benchmarks.reports import publish
 from benchmarks.store import _synthetic_articles, _SyntheticEncoder
 from embeddings.articles import Article
-from embeddings.build import BuildReport, build_index
-from embeddings.encoder import Encoder
-from embeddings.index import MAX_SEGMENTS, Index
-from embeddings.search import Query, Searcher
+from embeddings.encoders.base import Encoder
+from embeddings.index.build import BuildReport, build_index
+from embeddings.index.index import Index
+from embeddings.index.layout import MAX_SEGMENTS
+from embeddings.search.searcher import Query, Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "segments.md"

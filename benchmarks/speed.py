@@ -48,18 +48,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings import scan
 from embeddings.articles import Article, read_articles
-from embeddings.build import build_index
-from embeddings.encoder import Encoder, SentenceTransformerEncoder
-from embeddings.evaluation import ndcg_at
-from embeddings.index import Index
-from embeddings.onnx_encoder import DEFAULT_BATCH_SIZE, OnnxEncoder, export_onnx
+from embeddings.encoders.base import Encoder
+from embeddings.encoders.onnx_export import export_onnx
+from embeddings.encoders.onnx_runtime import DEFAULT_BATCH_SIZE, OnnxEncoder
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
+from embeddings.evaluation.measures import ndcg_at
+from embeddings.index import scan
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
+from embeddings.index.scan import CANDIDATES, SHORTLIST_FACTOR, Int8Matrix, _kernel, top_rows
 from embeddings.passages import split_article
-from embeddings.ranking import DEFAULT_SETTINGS
-from embeddings.reranker import Reranker
-from embeddings.scan import CANDIDATES, SHORTLIST_FACTOR, Int8Matrix, _kernel, top_rows
-from embeddings.search import Searcher
+from embeddings.search.ranking import DEFAULT_SETTINGS
+from embeddings.search.reranker import Reranker
+from embeddings.search.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "speed.md"

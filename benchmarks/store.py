@@ -38,16 +38,16 @@ import psycopg
 from benchmarks.quality import CACHE, DATA, bbc_folder
 from benchmarks.reports import publish
 from embeddings.articles import Article
-from embeddings.backends import make_encoder
-from embeddings.build import build_index
-from embeddings.encoder import DEFAULT_MODEL, Encoder, Vectors
-from embeddings.evaluation import load_answer_questions
-from embeddings.index import Index
-from embeddings.judging import CachingEncoder, read_corpus
+from embeddings.encoders.backends import make_encoder
+from embeddings.encoders.base import DEFAULT_MODEL, Encoder, Vectors
+from embeddings.evaluation.judging import CachingEncoder, read_corpus
+from embeddings.evaluation.measures import load_answer_questions
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
 from embeddings.postgres.build import build_database
 from embeddings.postgres.store import EXACT_ROWS, PostgresStore
-from embeddings.reranker import Reranker
-from embeddings.search import Query, Results, Searcher
+from embeddings.search.reranker import Reranker
+from embeddings.search.searcher import Query, Results, Searcher
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "store.md"

@@ -42,11 +42,11 @@ from bot.handlers import Handlers
 from bot.memory import RateLimiter
 from bot.service import QAService
 from embeddings.articles import read_articles
-from embeddings.backends import DEFAULT_BACKEND, make_encoder
-from embeddings.build import build_index
-from embeddings.decision import Thresholds
-from embeddings.encoder import DEFAULT_MODEL, Encoder
-from embeddings.reranker import Reranker
+from embeddings.encoders.backends import DEFAULT_BACKEND, make_encoder
+from embeddings.encoders.base import DEFAULT_MODEL, Encoder
+from embeddings.index.build import build_index
+from embeddings.search.decision import Thresholds
+from embeddings.search.reranker import Reranker
 from tests.telegram_server import TelegramServer
 
 ROOT = Path(__file__).resolve().parent.parent

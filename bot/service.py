@@ -21,16 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from embeddings.catalog import ArticleEntry
-from embeddings.decision import DEFAULT_THRESHOLDS, Thresholds
-from embeddings.encoder import Encoder
+from embeddings.encoders.base import Encoder
+from embeddings.encoders.onnx_runtime import cores
 from embeddings.errors import NewsqaError
-from embeddings.index import Hit
+from embeddings.index.catalog import ArticleEntry
 from embeddings.language import detect_language
-from embeddings.onnx_encoder import cores
 from embeddings.passages import Passage
-from embeddings.reranker import Reranker
-from embeddings.search import Answer, Query, Searcher
+from embeddings.search.decision import DEFAULT_THRESHOLDS, Thresholds
+from embeddings.search.reranker import Reranker
+from embeddings.search.searcher import Answer, Hit, Query, Searcher
 from embeddings.stores import FolderLocation, SearchStore, StoreLocation
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import click
 
 from bot.messages import say
 from embeddings.language import detect_language
-from embeddings.search import Answer, Results
+from embeddings.search.searcher import Answer, Results
 
 
 def answer_blocks(question: str, results: Results, answers: list[Answer]) -> str:

@@ -1,7 +1,6 @@
 """Articles in, passages, vectors and search hits out: the library behind the newsqa bot."""
 
 from embeddings.articles import Article, SkippedFile, read_articles
-from embeddings.build import BuildReport, build_index
 from embeddings.errors import (
     DatabaseUnavailableError,
     EmptyQuestionError,
@@ -15,8 +14,10 @@ from embeddings.errors import (
     PostgresMissingError,
     SchemaVersionError,
 )
-from embeddings.index import Hit, Index
+from embeddings.index.build import BuildReport, build_index
+from embeddings.index.index import Index
 from embeddings.passages import Passage, split_article
+from embeddings.search.searcher import Hit
 from embeddings.stores import SearchStore, StoreLocation, location_of
 
 __all__ = [

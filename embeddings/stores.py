@@ -1,8 +1,8 @@
 """What search needs from a store of passages, and where a store is.
 
 Two stores implement `SearchStore`: the index folder (`embeddings.index.Index`, numpy files,
-the default) and a PostgreSQL database (`embeddings.postgres`). `embeddings.search` and
-`embeddings.ranking` see only this interface, so both rank alike.
+the default) and a PostgreSQL database (`embeddings.postgres`). `embeddings.search` sees only
+this interface, so both rank alike.
 
 A row is a passage's number in its store and an article number an article's: integers that
 stay valid for one snapshot of the store. Search reads several times per question, so it
@@ -24,12 +24,12 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.articles import Article
-from embeddings.build import BuildReport
-from embeddings.catalog import ArticleEntry
-from embeddings.encoder import Encoder, Vectors
+from embeddings.encoders.base import Encoder, Vectors
 from embeddings.errors import PostgresMissingError
-from embeddings.index import Index, current_generation
-from embeddings.lexical import Tokenizer
+from embeddings.index.build import BuildReport
+from embeddings.index.catalog import ArticleEntry
+from embeddings.index.index import Index, current_generation
+from embeddings.index.lexical import Tokenizer
 from embeddings.passages import Passage
 
 Rows = npt.NDArray[np.intp]

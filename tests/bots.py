@@ -15,9 +15,9 @@ from bot.app import build_application
 from bot.handlers import Handlers
 from bot.service import QAService
 from embeddings.articles import read_articles
-from embeddings.build import build_index
-from embeddings.decision import Thresholds
-from embeddings.reranker import Reranker
+from embeddings.index.build import build_index
+from embeddings.search.decision import Thresholds
+from embeddings.search.reranker import Reranker
 from embeddings.stores import build_in_database, location_of
 from tests.conftest import FakeEncoder, write_article
 from tests.telegram_server import SentMessage, TelegramServer

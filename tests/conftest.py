@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder, Vectors
+from embeddings.encoders.base import DEFAULT_MODEL, Vectors
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 from tests.news_site import NewsSite
 from tests.postgres_server import PostgresServer, why_unavailable
 
@@ -124,7 +125,7 @@ def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model exported once per session to an int8 ONNX folder."""
     pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
     pytest.importorskip("onnx", reason="quantising the export needs onnx")
-    from embeddings.onnx_encoder import export_onnx
+    from embeddings.encoders.onnx_export import export_onnx
 
     return export_onnx(DEFAULT_MODEL, tmp_path_factory.mktemp("onnx") / "model")
 

@@ -15,8 +15,8 @@ from bot.fetching import Fetcher, FetchPolicy
 from bot.messages import say
 from bot.pages import PageAdder
 from embeddings.articles import read_articles
-from embeddings.build import build_index
 from embeddings.collection import ADDED_FILE, Collection
+from embeddings.index.build import build_index
 from tests.bots import Bot, Clock, start_bot, stop_bot
 from tests.conftest import FakeEncoder
 from tests.news_site import ARTICLES, NewsSite, Route, article_page

@@ -11,19 +11,16 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from embeddings import backends
 from embeddings.articles import read_articles
-from embeddings.backends import make_encoder
-from embeddings.build import build_index
-from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder
+from embeddings.encoders import backends
+from embeddings.encoders.backends import make_encoder
+from embeddings.encoders.base import DEFAULT_MODEL
+from embeddings.encoders.onnx_export import default_export_folder
+from embeddings.encoders.onnx_runtime import EXPORTS_FOLDER, ONNX_SUFFIX, OnnxEncoder
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 from embeddings.errors import EncoderLoadError, IndexNotFoundError, ModelMismatchError
-from embeddings.index import Index
-from embeddings.onnx_encoder import (
-    EXPORTS_FOLDER,
-    ONNX_SUFFIX,
-    OnnxEncoder,
-    default_export_folder,
-)
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
 from tests.conftest import SEED_QUESTION, FakeEncoder
 
 

@@ -16,9 +16,9 @@ from bot.logs import redact
 from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import say
 from embeddings.articles import read_articles
-from embeddings.build import build_index
-from embeddings.encoder import Vectors
-from embeddings.reranker import Reranker
+from embeddings.encoders.base import Vectors
+from embeddings.index.build import build_index
+from embeddings.search.reranker import Reranker
 from tests.bots import Bot, Clock, free_port, start_bot, stop_bot, write_news
 from tests.conftest import FakeEncoder, write_article
 from tests.telegram_server import TelegramServer
@@ -379,7 +379,7 @@ async def test_real_model_answers_the_seed_question_over_telegram(
     data_dir: Path, tmp_path: Path
 ) -> None:
     """With the packaged model, the press-conference question quotes Jiang Hui's paragraph first."""
-    from embeddings.encoder import SentenceTransformerEncoder
+    from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 
     async with TelegramServer() as server:
         encoder = SentenceTransformerEncoder()

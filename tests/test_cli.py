@@ -15,9 +15,10 @@ from bot.cli import main
 from bot.logs import LibraryLevelFilter
 from embeddings import errors
 from embeddings.articles import read_articles
-from embeddings.build import build_index
-from embeddings.encoder import DEFAULT_MODEL
-from embeddings.index import VECTORS, current_generation
+from embeddings.encoders.base import DEFAULT_MODEL
+from embeddings.index.build import build_index
+from embeddings.index.index import current_generation
+from embeddings.index.layout import VECTORS
 from tests.conftest import FakeEncoder
 
 

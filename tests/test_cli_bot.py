@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from embeddings.encoder import DEFAULT_MODEL
-from embeddings.onnx_encoder import default_export_folder
+from embeddings.encoders.base import DEFAULT_MODEL
+from embeddings.encoders.onnx_export import default_export_folder
 from tests.conftest import SEED_ARTICLE
 from tests.telegram_server import TelegramServer
 

@@ -19,10 +19,10 @@ from bot.handlers import Handlers
 from bot.pages import PageAdder
 from bot.service import QAService
 from embeddings.articles import read_articles
-from embeddings.build import build_index
 from embeddings.collection import ADDED_FILE, Collection
-from embeddings.decision import Thresholds
-from embeddings.encoder import DEFAULT_MODEL
+from embeddings.encoders.base import DEFAULT_MODEL
+from embeddings.index.build import build_index
+from embeddings.search.decision import Thresholds
 from tests.conftest import FakeEncoder
 from tests.news_site import ARTICLES, NewsSite, article_page
 from tests.telegram_server import TelegramServer

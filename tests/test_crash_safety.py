@@ -36,12 +36,14 @@ import numpy as np
 import pytest
 
 from embeddings.articles import read_articles
-from embeddings.build import build_index
-from embeddings.decision import Thresholds
-from embeddings.encoder import SentenceTransformerEncoder, Vectors
+from embeddings.encoders.base import Vectors
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 from embeddings.errors import IndexCorruptError
-from embeddings.index import CURRENT, META, PASSAGES, SEGMENTS, VECTORS, Index
-from embeddings.search import Searcher
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
+from embeddings.index.layout import CURRENT, META, PASSAGES, SEGMENTS, VECTORS
+from embeddings.search.decision import Thresholds
+from embeddings.search.searcher import Searcher
 from tests.conftest import FakeEncoder, write_article
 from tests.telegram_server import TelegramServer
 from tests.test_bot_e2e import _news, _start, _stop

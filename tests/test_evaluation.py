@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from embeddings.errors import IndexCorruptError, JudgedSetError
-from embeddings.evaluation import (
+from embeddings.evaluation.measures import (
     JudgedPassage,
     JudgedQuestion,
     abstention_at,
@@ -26,7 +26,7 @@ from embeddings.evaluation import (
     reciprocal_rank_at,
     score_rankings,
 )
-from embeddings.lexical import LexicalIndex, Tokenizer
+from embeddings.index.lexical import LexicalIndex, Tokenizer
 
 
 def _jsonl(path: Path, *records: object) -> Path:

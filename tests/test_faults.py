@@ -26,7 +26,7 @@ from bot.handlers import Handlers
 from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import MESSAGES, say
 from embeddings.articles import read_articles
-from embeddings.build import build_index
+from embeddings.index.build import build_index
 from tests.bots import Clock, handled, start_bot, stop_bot, write_news
 from tests.conftest import FakeEncoder, logging_into
 from tests.telegram_server import SentMessage, TelegramServer

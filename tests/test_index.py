@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from embeddings.articles import read_articles
-from embeddings.build import _build_lock, build_index
 from embeddings.errors import (
     IndexBusyError,
     IndexCorruptError,
@@ -18,9 +17,11 @@ from embeddings.errors import (
     ModelMismatchError,
     NoArticlesError,
 )
-from embeddings.index import CURRENT, VECTORS, Index, current_generation
-from embeddings.scan import top_rows
-from embeddings.search import WORDS_HELD_BONUS, Searcher
+from embeddings.index.build import _build_lock, build_index
+from embeddings.index.index import Index, current_generation
+from embeddings.index.layout import CURRENT, VECTORS
+from embeddings.index.scan import top_rows
+from embeddings.search.searcher import WORDS_HELD_BONUS, Searcher
 from tests.conftest import FakeEncoder, write_article
 
 
@@ -277,7 +278,7 @@ def test_large_index_scan_finds_what_the_float_scan_finds(
 ) -> None:
     """From `INT8_SCAN_ROWS` passages on, a build keeps an int8 copy of the matrix and search
     goes through it; hits and cosines are the exact float ones."""
-    monkeypatch.setattr("embeddings.build.INT8_SCAN_ROWS", 0)
+    monkeypatch.setattr("embeddings.index.build.INT8_SCAN_ROWS", 0)
     _add_articles(data_dir)
     index = _build(data_dir, tmp_path / "index", encoder)
     assert index.codes is not None and index.codes.codes.shape == index.vectors.shape
@@ -315,7 +316,7 @@ def test_large_index_skips_checksums_at_open_but_check_reads_them(
     data = bytearray((generation / VECTORS).read_bytes())
     data[-5] ^= 0x40
     (generation / VECTORS).write_bytes(bytes(data))
-    monkeypatch.setattr("embeddings.index.VERIFY_BYTES", 0)
+    monkeypatch.setattr("embeddings.index.index.VERIFY_BYTES", 0)
     opened = Index.load(tmp_path / "index")
     with pytest.raises(IndexCorruptError, match=r"vectors\.npy does not match its checksum"):
         opened.verify()

@@ -17,7 +17,7 @@ import pytest
 
 from bot.logs import JsonFormatter, RedactingFormatter
 from embeddings.articles import read_articles
-from embeddings.build import build_index
+from embeddings.index.build import build_index
 from tests.bots import free_port, handled, start_bot, stop_bot, write_news
 from tests.conftest import FakeEncoder, logging_into
 from tests.telegram_server import TelegramServer

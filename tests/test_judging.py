@@ -15,9 +15,7 @@ from click.testing import CliRunner
 from bot import cli
 from bot.cli import main
 from embeddings.articles import Article
-from embeddings.decision import Thresholds
-from embeddings.evaluation import JudgedPassage, JudgedQuestion
-from embeddings.judging import (
+from embeddings.evaluation.judging import (
     DEFAULT_PIPELINE,
     CachingEncoder,
     Method,
@@ -30,8 +28,10 @@ from embeddings.judging import (
     passage_judgements,
     read_corpus,
 )
-from embeddings.ranking import DEFAULT_SETTINGS, Ranked, spread_articles
-from embeddings.search import Query, Searcher
+from embeddings.evaluation.measures import JudgedPassage, JudgedQuestion
+from embeddings.search.decision import Thresholds
+from embeddings.search.ranking import DEFAULT_SETTINGS, Ranked, spread_articles
+from embeddings.search.searcher import Query, Searcher
 from tests.conftest import FakeEncoder
 
 PASSAGES = [

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from embeddings.articles import Article, read_articles
-from embeddings.encoder import SentenceTransformerEncoder
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 from embeddings.passages import split_article
 from tests.conftest import SEED_ARTICLE
 from tests.conftest import SEED_QUESTION as QUESTION

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.health import Health, serve_monitoring
 from embeddings.articles import read_articles
-from embeddings.build import build_index
-from embeddings.index import CURRENT
+from embeddings.index.build import build_index
+from embeddings.index.layout import CURRENT
 from tests.bots import free_port, handled, start_bot, stop_bot, write_news
 from tests.conftest import FakeEncoder
 from tests.telegram_server import TelegramServer

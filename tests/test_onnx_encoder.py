@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from embeddings.articles import read_articles
-from embeddings.encoder import SentenceTransformerEncoder
+from embeddings.encoders.onnx_export import export_onnx
+from embeddings.encoders.onnx_runtime import ONNX_SUFFIX, OnnxEncoder
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 from embeddings.errors import EncoderLoadError, OnnxExportError
-from embeddings.onnx_encoder import ONNX_SUFFIX, OnnxEncoder, export_onnx
 from embeddings.passages import split_article
 from tests.conftest import SEED_ARTICLE
 from tests.conftest import SEED_QUESTION as QUESTION

@@ -24,9 +24,8 @@ from bot import cli
 from bot.cli import main
 from bot.service import QAService
 from embeddings.articles import Article, read_articles
-from embeddings.build import build_index
-from embeddings.decision import Thresholds
-from embeddings.encoder import DEFAULT_MODEL, SentenceTransformerEncoder
+from embeddings.encoders.base import DEFAULT_MODEL
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 from embeddings.errors import (
     DatabaseUnavailableError,
     IndexBusyError,
@@ -36,14 +35,16 @@ from embeddings.errors import (
     SchemaTooOldError,
     VectorExtensionError,
 )
-from embeddings.index import Index
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
 from embeddings.postgres import bm25, schema
 from embeddings.postgres import store as store_module
 from embeddings.postgres.build import BUILD_LOCK, build_database
 from embeddings.postgres.schema import SCHEMA_VERSION, TABLES
 from embeddings.postgres.store import DatabaseLocation, PostgresStore
-from embeddings.reranker import Reranker
-from embeddings.search import Searcher
+from embeddings.search.decision import Thresholds
+from embeddings.search.reranker import Reranker
+from embeddings.search.searcher import Searcher
 from tests.conftest import FakeEncoder, write_article
 from tests.postgres_server import PostgresServer
 

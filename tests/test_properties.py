@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 
 from bot.replies import answers_message, article_messages, telegram_length
 from embeddings.articles import Article, ReadResult, read_articles
-from embeddings.build import build_index
 from embeddings.errors import EmptyQuestionError
-from embeddings.index import Hit, Index
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
 from embeddings.passages import Passage, split_article
-from embeddings.ranking import Ranked, collapse_duplicates
-from embeddings.search import Answer, Searcher
+from embeddings.search.ranking import Ranked, collapse_duplicates
+from embeddings.search.searcher import Answer, Hit, Searcher
 from embeddings.sentences import sentence_spans, split_sentences
 from tests.conftest import FakeEncoder
 from tests.telegram_server import MAX_TEXT_LENGTH, format_message_text, parse_html, utf16_slice

@@ -7,7 +7,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from embeddings.ranking import (
+from embeddings.index.scan import top_rows
+from embeddings.search.ranking import (
     AnswerType,
     Ranked,
     RankingSettings,
@@ -22,7 +23,6 @@ from embeddings.ranking import (
     rank,
     spread_articles,
 )
-from embeddings.scan import top_rows
 
 
 def test_normalise_maps_the_window_to_0_1_and_clips_below() -> None:

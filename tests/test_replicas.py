@@ -26,9 +26,9 @@ from bot.messages import say
 from bot.service import QAService
 from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
 from embeddings.articles import read_articles
-from embeddings.decision import Thresholds
-from embeddings.encoder import DEFAULT_MODEL
-from embeddings.onnx_encoder import default_export_folder
+from embeddings.encoders.base import DEFAULT_MODEL
+from embeddings.encoders.onnx_export import default_export_folder
+from embeddings.search.decision import Thresholds
 from embeddings.stores import build_in_database, location_of
 from tests.conftest import SEED_QUESTION, FakeEncoder, write_article
 from tests.round_robin_proxy import RoundRobinProxy

@@ -7,9 +7,8 @@ import datetime as dt
 import pytest
 
 from bot.replies import MAX_LENGTH, answers_message, article_messages, telegram_length
-from embeddings.index import Hit
 from embeddings.passages import Passage
-from embeddings.search import Answer
+from embeddings.search.searcher import Answer, Hit
 from embeddings.sentences import sentence_spans
 from tests.telegram_server import parse_html
 

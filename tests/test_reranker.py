@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from embeddings.articles import read_articles
-from embeddings.build import build_index
-from embeddings.decision import Calibration, Evidence, Thresholds
 from embeddings.errors import RerankerLoadError
-from embeddings.index import Index
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
 from embeddings.passages import Passage
-from embeddings.ranking import RankingSettings
-from embeddings.reranker import MANIFEST_FILE, RERANKER_FOLDER, Reranker
-from embeddings.search import Searcher
+from embeddings.search.decision import Calibration, Evidence, Thresholds
+from embeddings.search.ranking import RankingSettings
+from embeddings.search.reranker import MANIFEST_FILE, RERANKER_FOLDER, Reranker
+from embeddings.search.searcher import Searcher
 from embeddings.sentences import sentence_spans
 from tests.conftest import FakeEncoder
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings import scan
-from embeddings.scan import CODES, SCALES, FloatRows, Int8Matrix, top_rows
+from embeddings.index import scan
+from embeddings.index.scan import CODES, SCALES, FloatRows, Int8Matrix, top_rows
 
 
 def _unit_rows(count: int, dimension: int = 48, seed: int = 0) -> np.ndarray:
@@ -105,7 +105,7 @@ def _installed_kernels() -> list[str]:
     kernels = ["numpy"]
     if importlib.util.find_spec("numkong"):
         kernels.append("numkong")
-    if importlib.util.find_spec("embeddings._int8dot"):
+    if importlib.util.find_spec("embeddings.index.int8dot"):
         kernels.append("int8dot")
     return kernels
 
@@ -154,10 +154,10 @@ def test_every_kernel_finds_the_exact_top(monkeypatch: pytest.MonkeyPatch, kerne
     reason="the compiled kernel is built on x86-64 with a C compiler",
 )
 def test_the_compiled_kernel_is_installed_and_chosen() -> None:
-    """The install built embeddings/_int8dot.c, and the scan uses it on an AVX2 CPU."""
-    from embeddings import _int8dot
+    """The install built embeddings/index/int8dot.c, and the scan uses it on an AVX2 CPU."""
+    from embeddings.index import int8dot
 
-    assert scan._kernel() == ("int8dot" if _int8dot.simd() else "numkong")
+    assert scan._kernel() == ("int8dot" if int8dot.simd() else "numkong")
 
 
 def test_float_rows_reads_exactly_the_rows_asked_for(tmp_path: Path) -> None:

@@ -21,12 +21,13 @@ from bot import cli
 from bot.cli import main
 from bot.feeds import FEEDS_FILE, save_feeds
 from embeddings.articles import Article
-from embeddings.build import build_index
-from embeddings.encoder import DEFAULT_MODEL
+from embeddings.encoders.base import DEFAULT_MODEL
 from embeddings.errors import IndexCorruptError
-from embeddings.index import CURRENT, MAX_SEGMENTS, META, SEGMENTS, VECTORS, Index
-from embeddings.lexical import LexicalIndex, SegmentedLexical
-from embeddings.search import Searcher
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
+from embeddings.index.layout import CURRENT, MAX_SEGMENTS, META, SEGMENTS, VECTORS
+from embeddings.index.lexical import LexicalIndex, SegmentedLexical
+from embeddings.search.searcher import Searcher
 from tests.conftest import FakeEncoder
 
 _WORDS = [
@@ -272,10 +273,10 @@ def _fail(*args: object, **kwargs: object) -> None:
 @pytest.mark.parametrize(
     "step",
     [
-        "embeddings.build._link_segment",
-        "embeddings.lexical.LexicalIndex.save",
-        "embeddings.build._write_segmented_meta",
-        "embeddings.build._sync_tree",
+        "embeddings.index.build._link_segment",
+        "embeddings.index.lexical.LexicalIndex.save",
+        "embeddings.index.build._write_segmented_meta",
+        "embeddings.index.build._sync_tree",
     ],
 )
 def test_a_failure_while_writing_a_segment_leaves_the_previous_index_whole(

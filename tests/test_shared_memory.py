@@ -17,9 +17,8 @@ from bot.memory import ExpiringStore, RateLimiter
 from bot.service import Ranking
 from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
 from embeddings.errors import DatabasePermissionError, DatabaseUnavailableError
-from embeddings.index import Hit
 from embeddings.passages import Passage
-from embeddings.search import Query
+from embeddings.search.searcher import Hit, Query
 from tests.postgres_server import PostgresServer
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from embeddings.articles import read_articles
-from embeddings.build import build_index
+from embeddings.index.build import build_index
 from tests.conftest import FakeEncoder
 from tests.telegram_server import TelegramServer
 

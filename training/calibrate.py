@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.decision import Calibration, Evidence
-from embeddings.reranker import MANIFEST_FILE, RERANKER_FOLDER, Reranker
-from embeddings.search import Searcher
+from embeddings.search.decision import Calibration, Evidence
+from embeddings.search.reranker import MANIFEST_FILE, RERANKER_FOLDER, Reranker
+from embeddings.search.searcher import Searcher
 from training.corpus import bbc_searcher, read_questions
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.quality import CACHE, bbc_titled_index
-from embeddings.backends import DEFAULT_BACKEND, make_encoder
-from embeddings.encoder import DEFAULT_MODEL
-from embeddings.judging import CachingEncoder
-from embeddings.search import Searcher
+from embeddings.encoders.backends import DEFAULT_BACKEND, make_encoder
+from embeddings.encoders.base import DEFAULT_MODEL
+from embeddings.evaluation.judging import CachingEncoder
+from embeddings.search.searcher import Searcher
 
 
 @dataclass(frozen=True)

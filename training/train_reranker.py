@@ -25,9 +25,9 @@ What it does, with a fixed seed:
    the positive passage, a softmax over its sentences (mean token logit) towards the one
    holding the answer.
 4. The model is traced to ONNX, fused and quantised exactly as the encoder is
-   (`embeddings.onnx_encoder.fuse_bert`, `quantize_uint8`), and written with its tokenizer and
-   manifest to ``embeddings/models/reranker/``. `training.calibrate` then fits the decision to
-   answer on the train half of the judged sets.
+   (`embeddings.encoders.onnx_export.fuse_bert`, `quantize_uint8`), and written with its
+   tokenizer and manifest to ``embeddings/models/reranker/``. `training.calibrate` then fits
+   the decision to answer on the train half of the judged sets.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embeddings.evaluation import contains_answer
-from embeddings.onnx_encoder import fuse_bert, quantize_uint8
+from embeddings.encoders.onnx_export import fuse_bert, quantize_uint8
+from embeddings.evaluation.measures import contains_answer
 from embeddings.passages import Passage
-from embeddings.reranker import (
+from embeddings.search.reranker import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -160,7 +160,7 @@ def reranker_module(layers: int) -> Any:
     import torch
     from transformers import AutoModel
 
-    from embeddings.encoder import DEFAULT_MODEL, resolve_model
+    from embeddings.encoders.base import DEFAULT_MODEL, resolve_model
 
     class RerankerModel(torch.nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -193,7 +193,7 @@ class Batcher:
     def __init__(self, max_tokens: int) -> None:
         from tokenizers import Tokenizer
 
-        from embeddings.encoder import DEFAULT_MODEL, resolve_model
+        from embeddings.encoders.base import DEFAULT_MODEL, resolve_model
 
         self.path = Path(resolve_model(DEFAULT_MODEL)) / TOKENIZER_FILE
         self.tokenizer = Tokenizer.from_file(str(self.path))

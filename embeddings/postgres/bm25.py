@@ -27,8 +27,8 @@ from typing import LiteralString
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.index import BM25_B, BM25_K1
-from embeddings.lexical import Tokenizer
+from embeddings.index.index import BM25_B, BM25_K1
+from embeddings.index.lexical import Tokenizer
 from embeddings.postgres.schema import Connection
 
 Rows = npt.NDArray[np.intp]

@@ -20,10 +20,10 @@ import numpy as np
 from pgvector.psycopg import register_vector
 
 from embeddings.articles import Article
-from embeddings.build import BuildReport
-from embeddings.encoder import Encoder, Vectors
+from embeddings.encoders.base import Encoder, Vectors
 from embeddings.errors import IndexBusyError, NoArticlesError, StoreInUseError
-from embeddings.lexical import Tokenizer
+from embeddings.index.build import BuildReport
+from embeddings.index.lexical import Tokenizer
 from embeddings.passages import Passage, split_article
 from embeddings.postgres import bm25, connect, describe, schema, unavailable
 

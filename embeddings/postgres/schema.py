@@ -31,7 +31,7 @@ from embeddings.errors import (
     SchemaTooOldError,
     VectorExtensionError,
 )
-from embeddings.index import BM25_B, BM25_K1
+from embeddings.index.index import BM25_B, BM25_K1
 from embeddings.postgres import describe
 
 SCHEMA_VERSION = 2

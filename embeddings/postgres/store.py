@@ -19,10 +19,10 @@ import numpy.typing as npt
 import psycopg
 from pgvector.psycopg import register_vector
 
-from embeddings.catalog import ArticleEntry
-from embeddings.encoder import Vectors
+from embeddings.encoders.base import Vectors
 from embeddings.errors import IndexNotFoundError, ModelMismatchError
-from embeddings.lexical import Tokenizer
+from embeddings.index.catalog import ArticleEntry
+from embeddings.index.lexical import Tokenizer
 from embeddings.passages import Passage
 from embeddings.postgres import bm25, connect, describe, schema, unavailable
 

@@ -1,6 +1,6 @@
 """Several segments read as one: global row = the segment's first row + its local row.
 
-An index generation may hold a base segment and a few small append segments (embeddings/index.py).
+An index generation may hold a base segment and a few small append segments (layout.py).
 These views let the rest of the code read their rows, matrices and passages as if they were one
 array, without copying any segment: a lookup finds each row's segment with `np.searchsorted`
 over the segments' first rows and reads it there.
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.index.store import RowPassages
 from embeddings.passages import Passage
-from embeddings.store import RowPassages
 
 Rows = npt.NDArray[np.intp]
 

@@ -7,7 +7,7 @@ the float matrix (memory-mapped: only the few rows asked for are touched), so th
 scores are the float ones. On this project's vectors the int8 shortlist of 100 holds the exact
 top 10 (benchmarks/speed.py measures it).
 
-The kernel is the project's own (`embeddings/_int8dot.c`, AVX2 `vpmaddubsw`, built at install
+The kernel is the project's own (`embeddings/index/int8dot.c`, AVX2 `vpmaddubsw`, built at install
 when a C compiler is present): it multiplies bytes directly and prefetches ahead, so one core
 scans about as fast as it can read memory. Without it, NumKong's int8 dot product does the same
 arithmetic at about 1.4x the time (on AVX2 it widens every byte to 16 bits first), and without
@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.encoder import Vectors
+from embeddings.encoders.base import Vectors
 
 CODES, SCALES = "codes.npy", "scales.npy"
 # Rows the int8 scan hands to the float rescoring (at least; 3 x k when k is larger).
@@ -290,9 +290,9 @@ def _dots(codes: Codes, query_codes: Codes, out: Vectors) -> None:
         return
     kernel = _kernel()
     if kernel == "int8dot":
-        from embeddings import _int8dot
+        from embeddings.index import int8dot
 
-        _int8dot.dots(np.ascontiguousarray(codes), query_codes, out)
+        int8dot.dots(np.ascontiguousarray(codes), query_codes, out)
     elif kernel == "numkong":
         import numkong
 
@@ -312,9 +312,9 @@ def _above(
     if len(codes) == 0:
         return 0
     if _kernel() == "int8dot":
-        from embeddings import _int8dot
+        from embeddings.index import int8dot
 
-        return _int8dot.above(np.ascontiguousarray(codes), query_codes, floor, rows, scores)
+        return int8dot.above(np.ascontiguousarray(codes), query_codes, floor, rows, scores)
     every = scores[: len(codes)]
     _dots(codes, query_codes, every)
     kept = np.flatnonzero(every >= floor)
@@ -327,9 +327,9 @@ def _above(
 def _kernel() -> str:
     """The int8 kernel this install has: "int8dot" (compiled here), "numkong" or "numpy"."""
     try:
-        from embeddings import _int8dot
+        from embeddings.index import int8dot
 
-        if _int8dot.simd():
+        if int8dot.simd():
             return "int8dot"
     except ImportError:
         pass

@@ -31,7 +31,7 @@ from enum import Enum
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.scan import top_rows
+from embeddings.index.scan import top_rows
 
 Scores = npt.NDArray[np.floating]
 Rows = npt.NDArray[np.intp]

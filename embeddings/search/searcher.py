@@ -1,13 +1,13 @@
 """Questions in, hits out: the default ranking pipeline over one index, and whether to answer.
 
 For each question the index gives two shortlists, the `depth` passages nearest the question's
-vector and the `depth` best by BM25; `embeddings.ranking` fuses them (with the answer-type bonus,
-article context and any date the question names) and drops wire copies. Every signal outside its
-own shortlist counts 0 in the fusion, so ranking the union of the shortlists ranks exactly as
-ranking every passage would. The reranker (`embeddings.reranker`) then reads the question with
-the best few passages; its relevance reorders them, and its sentence scores choose each
-quote's bold sentence. The results are spread over articles, and `embeddings.decision` says
-how sure the articles answer the question at all.
+vector and the `depth` best by BM25; `ranking` fuses them (with the answer-type bonus, article
+context and any date the question names) and drops wire copies. Every signal outside its own
+shortlist counts 0 in the fusion, so ranking the union of the shortlists ranks exactly as
+ranking every passage would. The reranker (`reranker`) then reads the question with the best
+few passages; its relevance reorders them, and its sentence scores choose each quote's bold
+sentence. The results are spread over articles, and `decision` says how sure the articles
+answer the question at all.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.decision import DEFAULT_THRESHOLDS, Evidence, Thresholds
-from embeddings.encoder import Encoder, Vectors
+from embeddings.encoders.base import Encoder, Vectors
 from embeddings.errors import EmptyQuestionError
-from embeddings.index import Hit
 from embeddings.language import is_english
 from embeddings.passages import Passage
-from embeddings.ranking import (
+from embeddings.search.decision import DEFAULT_THRESHOLDS, Evidence, Thresholds
+from embeddings.search.ranking import (
     DEFAULT_SETTINGS,
     Ranked,
     RankingSettings,
@@ -39,7 +38,7 @@ from embeddings.ranking import (
     spread_articles,
     years_named,
 )
-from embeddings.reranker import Reading, Reranker
+from embeddings.search.reranker import Reading, Reranker
 from embeddings.sentences import sentence_spans
 from embeddings.stores import SearchStore
 
@@ -48,6 +47,18 @@ Scores = npt.NDArray[np.float64]
 
 # The ranked passages considered for wire copies and the spread over articles, per result.
 _PER_RESULT = 2
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found for a question: its score in the ranking (comparable within one
+    question only, best first), its cosine similarity to the question, and the reranker's
+    reading of it when the reranker read it."""
+
+    passage: Passage
+    score: float
+    cosine: float = 0.0
+    reading: Reading | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ class Results:
     """The ranked hits for a question, how sure the articles answer it, and the decision.
 
     `confidence` is the calibrated probability that the first hit answers the question when
-    the reranker read it (`embeddings.decision`); otherwise the best cosine over the whole
+    the reranker read it (`embeddings.search.decision`); otherwise the best cosine over the whole
     index, plus `WORDS_HELD_BONUS` when the first passage holds at least `WORDS_HELD` of the
     question's words. `answered` is the confidence against its threshold: the one decision
     the bot, `newsqa ask` and `newsqa eval` all follow.

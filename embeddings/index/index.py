@@ -1,39 +1,8 @@
-"""The index on disk: its layout, opening it, and finding the passages nearest a question.
+"""Opening an index generation, and finding the passages nearest a question.
 
-Layout of an index folder (plain files, readable without this library)::
-
-    CURRENT                       the name of the generation in use (replaced atomically)
-    <generation>/meta.json        format version, model, dimension, counts, build time, and the
-                                  SHA-256 of every other file
-    <generation>/vectors.npy      float32, one L2-normalised row per passage
-    <generation>/passages.jsonl   one passage per line, in row order
-    <generation>/passages.offsets.npy   int64 byte offset of each line (and of the end)
-    <generation>/articles.jsonl, row_articles.npy, article_dates.npy, article_vectors.npy
-                                  the articles (embeddings/catalog.py)
-    <generation>/bm25/            the BM25 index of the passages (embeddings/lexical.py)
-    <generation>/codes.npy, scales.npy   int8 copy of the matrix for large indexes (scan.py)
-    <generation>/vectors-multilingual.npy   optional: the same rows from a multilingual model
-
-A generation is one segment (the files above, in the generation folder itself: format version 2)
-or, after builds that only added articles, a base segment plus up to `MAX_SEGMENTS` - 1 small
-append segments (format version 3)::
-
-    <generation>/meta.json        version 3: model, dimension, counts, and "segments": each one's
-                                  folder name, passage and article counts and meta.json SHA-256
-    <generation>/<segment>/...    each segment: exactly the files of a version-2 generation
-
-Global row numbers run through the segments in order (a segment's first row + its local row),
-and article numbers likewise, so `Index` answers as if it were one matrix (embeddings/segments.py).
-A new generation reuses the previous one's segments as hard links to the same files: nothing is
-copied or hashed again, and each generation stays a self-contained folder that can be deleted
-on its own.
-
-`embeddings.build` writes a generation in a temporary folder, renames it into place and only
-then points CURRENT at it, so a crash at any moment leaves the previous index whole.
-
-Opening maps the arrays and parses nothing large, so a million-passage index opens in well
-under a second; the checksums are verified at open up to `VERIFY_BYTES` of files (and by
-`Index.verify` at any size).
+The files and their names are in `embeddings.index.layout`. Opening maps the arrays and parses
+nothing large, so a million-passage index opens in well under a second; the checksums are
+verified at open up to `VERIFY_BYTES` of files (and by `Index.verify` at any size).
 """
 
 from __future__ import annotations
@@ -44,7 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -52,32 +21,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.catalog import ArticleEntry, Catalog
-from embeddings.encoder import Vectors
+from embeddings.encoders.base import Vectors
 from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError
-from embeddings.lexical import LexicalIndex, SegmentedLexical, Tokenizer
+from embeddings.index.catalog import ArticleEntry, Catalog
+from embeddings.index.layout import (
+    CHECKSUMS,
+    CURRENT,
+    FORMAT,
+    FORMAT_VERSION,
+    LEXICAL,
+    META,
+    MULTILINGUAL_VECTORS,
+    OFFSETS,
+    PASSAGES,
+    SEGMENTED_VERSION,
+    SEGMENTS,
+    VECTORS,
+)
+from embeddings.index.lexical import LexicalIndex, SegmentedLexical, Tokenizer
+from embeddings.index.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel, top_rows
+from embeddings.index.segments import ChainedPassages, Dots, StackedRows, gather, starts_of
+from embeddings.index.store import PassageStore
 from embeddings.passages import Passage
-from embeddings.reranker import Reading
-from embeddings.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel, top_rows
-from embeddings.segments import ChainedPassages, Dots, StackedRows, gather, starts_of
-from embeddings.store import PassageStore
 
-FORMAT = "newsqa-index"
-FORMAT_VERSION = 2
-# The version of a generation made of segments (each segment a version-2 folder).
-SEGMENTED_VERSION = 3
-# meta.json key of a segmented generation: its segments, base first.
-SEGMENTS = "segments"
-# A generation holds at most this many segments; a build past it merges them into one.
-MAX_SEGMENTS = 8
-CURRENT = "CURRENT"
-VECTORS, PASSAGES, META = "vectors.npy", "passages.jsonl", "meta.json"
-OFFSETS = "passages.offsets.npy"  # byte offset of each passages.jsonl line, and the end
-LEXICAL = "bm25"  # folder of the BM25 index
-# The optional second matrix, from the multilingual model, for questions not in English.
-MULTILINGUAL_VECTORS = "vectors-multilingual.npy"
-# meta.json key: the SHA-256 of every other file of the generation.
-CHECKSUMS = "sha256"
 # Up to this many bytes of files, opening an index verifies every checksum (about 0.2 s);
 # a larger index is verified by `Index.verify` (`newsqa check`), not on every start.
 VERIFY_BYTES = 256 * 2**20
@@ -92,18 +58,6 @@ Rows = npt.NDArray[np.intp]
 Scores = npt.NDArray[np.float32]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A passage found for a question: its score in the ranking (comparable within one
-    question only, best first), its cosine similarity to the question, and the reranker's
-    reading of it when the reranker read it."""
-
-    passage: Passage
-    score: float
-    cosine: float = 0.0
-    reading: Reading | None = None
 
 
 class Segment:

@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.articles import Article, read_articles
-from embeddings.build import build_index
-from embeddings.encoder import Encoder, Vectors
+from embeddings.encoders.base import Encoder, Vectors
 from embeddings.errors import JudgedSetError
-from embeddings.evaluation import (
+from embeddings.evaluation.measures import (
     JudgedPassage,
     JudgedQuestion,
     Latency,
@@ -42,10 +41,11 @@ from embeddings.evaluation import (
     load_passage_set,
     score_rankings,
 )
-from embeddings.index import Hit, Index
-from embeddings.lexical import LUCENE_B, LUCENE_K1, LexicalIndex, Tokenizer
-from embeddings.scan import top_rows
-from embeddings.search import Query, Results, Searcher
+from embeddings.index.build import build_index
+from embeddings.index.index import Index
+from embeddings.index.lexical import LUCENE_B, LUCENE_K1, LexicalIndex, Tokenizer
+from embeddings.index.scan import top_rows
+from embeddings.search.searcher import Hit, Query, Results, Searcher
 
 RRF_CONSTANT = 60
 _SLICE = 512  # passages embedded between two writes of the vector store

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.encoder import Vectors
+from embeddings.encoders.base import Vectors
 from embeddings.passages import Passage
 
 ARTICLES = "articles.jsonl"

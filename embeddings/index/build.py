@@ -8,7 +8,7 @@ When the articles only grew (no article changed or removed, the same multilingua
 new generation is the previous one's segments, hard-linked, plus one small append segment of
 the new articles: its cost follows the new articles, not the index. Anything else, a build that
 would exceed `MAX_SEGMENTS`, or `merge`, writes one base segment from all rows, reusing every
-vector it already has (see embeddings/index.py for the layout).
+vector it already has (see embeddings/index/layout.py for the layout).
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from typing import Any
 import numpy as np
 
 from embeddings.articles import Article
-from embeddings.catalog import ArticleEntry, Catalog
-from embeddings.encoder import Encoder, Vectors
+from embeddings.encoders.base import Encoder, Vectors
 from embeddings.errors import IndexBusyError, IndexNotFoundError, NewsqaError, NoArticlesError
-from embeddings.index import (
+from embeddings.index.catalog import ArticleEntry, Catalog
+from embeddings.index.index import INT8_SCAN_ROWS, Index, current_generation, lexical_of, sha256
+from embeddings.index.layout import (
     CHECKSUMS,
     CURRENT,
     FORMAT,
     FORMAT_VERSION,
-    INT8_SCAN_ROWS,
     LEXICAL,
     MAX_SEGMENTS,
     META,
@@ -49,15 +49,11 @@ from embeddings.index import (
     SEGMENTED_VERSION,
     SEGMENTS,
     VECTORS,
-    Index,
-    current_generation,
-    lexical_of,
-    sha256,
 )
+from embeddings.index.scan import Int8Matrix
+from embeddings.index.segments import StackedRows
+from embeddings.index.store import passages_file
 from embeddings.passages import Passage, split_article
-from embeddings.scan import Int8Matrix
-from embeddings.segments import StackedRows
-from embeddings.store import passages_file
 
 # Generation folders (and the temporary folders of builds): everything else in an index
 # folder, such as an exported model, belongs to someone else and is left alone.

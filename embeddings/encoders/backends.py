@@ -12,15 +12,12 @@ import importlib.util
 from pathlib import Path
 from typing import Literal, get_args
 
-from embeddings.encoder import Encoder, SentenceTransformerEncoder
+from embeddings.encoders.base import Encoder
+from embeddings.encoders.onnx_export import default_export_folder, export_onnx
+from embeddings.encoders.onnx_runtime import MANIFEST_FILE, OnnxEncoder
+from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 from embeddings.errors import EncoderLoadError, IndexNotFoundError, ModelMismatchError
-from embeddings.index import current_generation
-from embeddings.onnx_encoder import (
-    MANIFEST_FILE,
-    OnnxEncoder,
-    default_export_folder,
-    export_onnx,
-)
+from embeddings.index.index import current_generation
 
 Backend = Literal["onnx", "torch"]
 BACKENDS: tuple[str, ...] = get_args(Backend)

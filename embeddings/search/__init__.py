@@ -1,0 +1,2 @@
+"""Questions in, hits out: `Searcher` fuses the index's shortlists (`ranking`), lets the
+reranker read the best, and decides whether the articles answer (`decision`)."""
