@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.articles import Article, read_articles
+from embeddings.cores import cores
 from embeddings.encoders.base import Encoder
 from embeddings.encoders.onnx_export import export_onnx
 from embeddings.encoders.onnx_runtime import DEFAULT_BATCH_SIZE, OnnxEncoder
@@ -116,7 +117,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=0, help="passage limit (0: model's)")
     parser.add_argument("--queries", type=int, default=200, help="questions per index size")
     parser.add_argument(
-        "--scan-threads", type=int, default=_cores(), help="threads of the scans and the read bound"
+        "--scan-threads", type=int, default=cores(), help="threads of the scans and the read bound"
     )
     parser.add_argument("--no-quality", dest="quality", action="store_false")
     parser.add_argument("--no-sweep", dest="sweep", action="store_false")
@@ -654,11 +655,6 @@ def _read_seconds(words: npt.NDArray[np.uint64], threads: int, pool: ThreadPoolE
 def _words(array: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
     """`array`'s bytes as 64-bit words, without a copy (rows of 384 bytes divide evenly)."""
     return np.asarray(array).reshape(-1).view(np.uint64)
-
-
-def _cores() -> int:
-    """Cores this process may run on: the scans' default thread count."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 if __name__ == "__main__":

@@ -16,13 +16,15 @@ from telegram.constants import MessageLimit
 
 from bot.messages import ENGLISH, say, template
 from bot.service import Stats
-from embeddings.passages import Passage
+from embeddings.passages import Passage, pack_pieces
 from embeddings.search.searcher import Answer
 from embeddings.sentences import split_sentences
 
 MAX_LENGTH = MessageLimit.MAX_TEXT_LENGTH
 ELLIPSIS = "\u2026"
 PARAGRAPH_BREAK = "\n\n"  # between quotes, and between the paragraphs of a whole article
+# The longest piece of a whole article: with the paragraph break before it, one message.
+PIECE_LENGTH = MAX_LENGTH - len(PARAGRAPH_BREAK)  # ASCII: as long in UTF-16 as in characters
 SOURCE_LINK = "Source"
 TITLE_LENGTH = 200  # characters of a title shown in a header
 # Only web addresses become a "Source" link; an article's url could be anything.
@@ -147,7 +149,9 @@ def shorten(text: str, limit: int) -> str:
     """`text` cut at a word boundary to at most `limit` characters, marked with an ellipsis."""
     if len(text) <= limit:
         return text
-    cut = text[: limit - 1]
+    cut = text[: limit - len(ELLIPSIS)]
+    # Back up to a word boundary only when one is in the second half: a cut that loses more than
+    # half the room to one long word says less than a cut inside the word.
     return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2 :] else cut) + ELLIPSIS
 
 
@@ -220,8 +224,7 @@ def article_messages(passages: list[Passage]) -> list[str]:
 
 def _pieces(passages: list[Passage]) -> list[str]:
     """Paragraph-sized texts, each short enough for one message after a paragraph break."""
-    limit = MAX_LENGTH - telegram_length(PARAGRAPH_BREAK)
-    return [piece for passage in passages for piece in _fitting(passage.text, limit)]
+    return [piece for passage in passages for piece in _fitting(passage.text, PIECE_LENGTH)]
 
 
 def _fitting(text: str, limit: int) -> list[str]:
@@ -231,7 +234,8 @@ def _fitting(text: str, limit: int) -> list[str]:
         return [text]
     for parts in (split_sentences(text), text.split(" ")):
         if len(parts) > 1:
-            return _pack([piece for part in parts for piece in _fitting(part, limit)], limit)
+            pieces = [piece for part in parts for piece in _fitting(part, limit)]
+            return pack_pieces(pieces, lambda joined: telegram_length(joined) <= limit)
     pieces, current, length = [], "", 0
     for char in text:
         if length + (width := telegram_length(char)) > limit:
@@ -239,14 +243,3 @@ def _fitting(text: str, limit: int) -> list[str]:
             current, length = "", 0
         current, length = current + char, length + width
     return [*pieces, current]
-
-
-def _pack(pieces: list[str], limit: int) -> list[str]:
-    """Join consecutive pieces with spaces while the result stays within `limit`."""
-    chunks: list[str] = []
-    for piece in pieces:
-        if chunks and telegram_length(joined := f"{chunks[-1]} {piece}") <= limit:
-            chunks[-1] = joined
-        else:
-            chunks.append(piece)
-    return chunks

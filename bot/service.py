@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from embeddings.cores import cores
 from embeddings.encoders.base import Encoder
-from embeddings.encoders.onnx_runtime import cores
 from embeddings.errors import NewsqaError
 from embeddings.index.catalog import ArticleEntry
 from embeddings.language import detect_language

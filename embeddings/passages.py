@@ -115,11 +115,12 @@ def _split_long(paragraph: str, fits: Callable[[str], bool]) -> list[str]:
     pieces: list[str] = []
     for sentence in split_sentences(paragraph):
         pieces.extend([sentence] if fits(sentence) else sentence.split())
-    return _pack(pieces, fits)
+    return pack_pieces(pieces, fits)
 
 
-def _pack(pieces: list[str], fits: Callable[[str], bool]) -> list[str]:
-    """Greedily join consecutive pieces with spaces while the result still fits."""
+def pack_pieces(pieces: list[str], fits: Callable[[str], bool]) -> list[str]:
+    """Greedily join consecutive pieces with spaces while the result still fits: passages
+    within the model's token limit here, messages within Telegram's length in the bot."""
     chunks: list[str] = []
     for piece in pieces:
         if chunks and fits(joined := f"{chunks[-1]} {piece}"):

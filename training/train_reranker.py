@@ -45,15 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from embeddings.encoders.onnx_export import fuse_bert, quantize_uint8
+from embeddings.encoders.onnx_runtime import MANIFEST_VERSION, MODEL_FILE, TOKENIZER_FILE
 from embeddings.evaluation.measures import contains_answer
 from embeddings.passages import Passage
 from embeddings.search.reranker import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
-    MANIFEST_VERSION,
-    MODEL_FILE,
     RERANKER_FOLDER,
-    TOKENIZER_FILE,
     pair_text,
     token_sentences,
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.cores import cores
 from embeddings.encoders.base import Vectors
 from embeddings.errors import EncoderLoadError, NewsqaError
 
@@ -252,10 +252,3 @@ def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
 
     with tqdm(total=total, unit="passage", desc="Embedding") as bar:
         yield bar.update
-
-
-def cores() -> int:
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.encoders.base import Vectors
+from embeddings.index.arrays import open_array
 from embeddings.passages import Passage
 
 ARTICLES = "articles.jsonl"
@@ -135,9 +136,9 @@ class Catalog:
     @classmethod
     def load(cls, folder: Path, rows: int, articles: int, dimension: int) -> Catalog:
         """Open the catalog of `folder`, checking every shape; damage is ValueError."""
-        row_articles = _open(folder / ROW_ARTICLES, np.int32, (rows,))
-        dates = _open(folder / ARTICLE_DATES, np.int32, (articles,))
-        vectors = _open(folder / ARTICLE_VECTORS, np.float32, (articles, dimension))
+        row_articles = open_array(folder / ROW_ARTICLES, np.int32, (rows,))
+        dates = open_array(folder / ARTICLE_DATES, np.int32, (articles,))
+        vectors = open_array(folder / ARTICLE_VECTORS, np.float32, (articles, dimension))
         if not (folder / ARTICLES).is_file():
             raise ValueError(f"{ARTICLES} is missing")
         return cls(row_articles, dates, vectors, folder / ARTICLES)
@@ -188,11 +189,3 @@ def _mean_vectors(vectors: Vectors, entries: Sequence[ArticleEntry]) -> Vectors:
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         means[filled] = sums / np.where(norms == 0, 1, norms)
     return means
-
-
-def _open(path: Path, dtype: type[np.generic], shape: tuple[int, ...]) -> Any:
-    """Memory-map an array, insisting on its dtype and shape."""
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
-    if array.dtype != dtype or array.shape != shape:
-        raise ValueError(f"{path.name} is {array.shape} {array.dtype}, expected {shape}")
-    return array

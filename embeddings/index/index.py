@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from embeddings.encoders.base import Vectors
 from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError
+from embeddings.index.arrays import open_array, plain
 from embeddings.index.catalog import ArticleEntry, Catalog
 from embeddings.index.layout import (
     CHECKSUMS,
@@ -154,9 +155,9 @@ class Index:
         )
         # Plain views of the catalogs' memory maps (indexing a np.memmap costs more per call).
         catalogs = [segment.catalog for segment in self.segments]
-        self._row_article_parts = [_plain(c.row_articles) for c in catalogs]
-        self._date_parts = [_plain(c.dates) for c in catalogs]
-        self._article_vector_parts = [_plain(c.vectors) for c in catalogs]
+        self._row_article_parts = [plain(c.row_articles) for c in catalogs]
+        self._date_parts = [plain(c.dates) for c in catalogs]
+        self._article_vector_parts = [plain(c.vectors) for c in catalogs]
 
     def _stacked(self, attribute: str) -> StackedRows:
         parts = [getattr(segment, attribute) for segment in self.segments]
@@ -393,11 +394,6 @@ def segment_count(path: Path) -> int:
         return 0
 
 
-def _plain(array: Any) -> Any:
-    """A memory-mapped array as a plain ndarray view of the same mapping (no copy)."""
-    return array.view(np.ndarray) if isinstance(array, np.memmap) else array
-
-
 def current_generation(path: Path) -> str | None:
     """The name of the generation in use at `path`, or None when there is no index."""
     try:
@@ -465,11 +461,11 @@ def _multilingual(meta: dict[str, Any]) -> str | None:
 def _open_parts(folder: Path, meta: dict[str, Any]) -> Segment:
     """Map every file of a segment, insisting on the counts and shapes meta.json promises."""
     count, dimension = meta["count"], meta["dimension"]
-    vectors = _open_matrix(folder / VECTORS, (count, dimension))
+    vectors = open_array(folder / VECTORS, np.float32, (count, dimension))
     multilingual = None
     if "multilingual" in meta:
         shape = (count, meta["multilingual"]["dimension"])
-        multilingual = _open_matrix(folder / MULTILINGUAL_VECTORS, shape)
+        multilingual = open_array(folder / MULTILINGUAL_VECTORS, np.float32, shape)
     passages = PassageStore(folder / PASSAGES, np.load(folder / OFFSETS, allow_pickle=False))
     if len(passages) != count:
         raise ValueError(f"{len(passages)} passages, expected {count}")
@@ -504,11 +500,3 @@ def sha256(path: Path) -> str:
     """The hex SHA-256 of a file's bytes."""
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
-
-
-def _open_matrix(path: Path, shape: tuple[int, int]) -> Vectors:
-    """Memory-map a float32 matrix, insisting on the shape meta.json promises."""
-    matrix: Vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-    if matrix.dtype != np.float32 or matrix.shape != shape:
-        raise ValueError(f"{path.name} is {matrix.shape} {matrix.dtype}, expected {shape} float32")
-    return matrix

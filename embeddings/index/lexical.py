@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embeddings.errors import IndexCorruptError, LexicalError
+from embeddings.index.arrays import open_array
 
 FORMAT = "newsqa-bm25"
 FORMAT_VERSION = 1
@@ -333,9 +334,7 @@ def _lengths(folder: Path, count: int) -> npt.NDArray[np.int32] | None:
     """The passages' lengths (memory-mapped), or None for an index written before they were."""
     if not (folder / LENGTHS).exists():
         return None
-    lengths: npt.NDArray[np.int32] = np.load(folder / LENGTHS, mmap_mode="r", allow_pickle=False)
-    if lengths.shape != (count,) or lengths.dtype != np.int32:
-        raise ValueError(f"{LENGTHS} is {lengths.shape} {lengths.dtype}, expected ({count},)")
+    lengths: npt.NDArray[np.int32] = open_array(folder / LENGTHS, np.int32, (count,))
     return lengths
 
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.cores import cores
 from embeddings.encoders.base import Vectors
 
 CODES, SCALES = "codes.npy", "scales.npy"
@@ -45,6 +46,15 @@ CANDIDATES = 100
 SHORTLIST_FACTOR = 3
 # Rows per kernel call: 6 MB of codes streamed between two visits to Python.
 _BLOCK = 16384
+# The scan's first block is this many times the shortlist's length, and each block after it
+# this many times the last (up to `_BLOCK`): the floor a row must reach rises early, so few rows
+# are copied out and sorted.
+_GROWTH = 4
+# A shortlist holds up to this many times its length before it is cut back: each cut partitions
+# everything held, so cutting rarely costs less.
+_SLACK = 4
+# Rows quantised per step: bounded temporary float memory (25 MB) however many rows there are.
+_QUANTIZE_ROWS = 65536
 # Rows per numpy step when no SIMD kernel is installed: 1.5 MB of float32, inside a core's cache.
 _NUMPY_BLOCK = 1024
 # Smaller matrices scan in this thread: one core reads their codes about as fast as two (the
@@ -72,9 +82,9 @@ class Int8Matrix:
         peak = np.abs(vectors).max(axis=0) if len(vectors) else np.ones(vectors.shape[1])
         scales = (np.maximum(peak, 1e-12) / 127).astype(np.float32)
         codes = np.empty(vectors.shape, dtype=np.int8)
-        for start in range(0, len(vectors), 65536):  # bounded temporary memory at 1M rows
-            block = vectors[start : start + 65536] / scales
-            codes[start : start + 65536] = np.clip(np.rint(block), -127, 127)
+        for start in range(0, len(vectors), _QUANTIZE_ROWS):
+            block = vectors[start : start + _QUANTIZE_ROWS] / scales
+            codes[start : start + _QUANTIZE_ROWS] = np.clip(np.rint(block), -127, 127)
         return cls(codes, scales)
 
     def save(self, folder: Path) -> None:
@@ -168,7 +178,7 @@ class FloatRows:
         return self.shape[0]
 
     def __getitem__(self, rows: Rows) -> Vectors:
-        width = self.shape[1] * 4
+        width = self.shape[1] * np.dtype(np.float32).itemsize  # bytes per row
         out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
         descriptor = self._file.fileno()
         for position, row in enumerate(rows):
@@ -215,7 +225,7 @@ class _Shortlist:
         self.rows.append(rows)
         self.scores.append(scores)
         self.held += len(rows)
-        if self.held >= 4 * self.count:  # cut back rarely: each cut partitions what is held
+        if self.held >= _SLACK * self.count:
             self._cut()
 
     def best(self) -> tuple[Rows, Vectors]:
@@ -235,11 +245,11 @@ def _scan_part(
 ) -> tuple[Rows, Vectors]:
     """The best `count` rows of `codes[lo:hi]` by int8 dot product, a block at a time.
 
-    The first blocks are small and grow fourfold, so the floor a row must reach rises early and
-    few rows are copied out and sorted.
+    The first blocks are small and grow `_GROWTH`-fold, so the floor a row must reach rises early
+    and few rows are copied out and sorted.
     """
     shortlist = _Shortlist(count)
-    block = 4 * count
+    block = _GROWTH * count
     rows = np.empty(max(_BLOCK, block), dtype=np.int64)
     scores = np.empty(max(_BLOCK, block), dtype=np.float32)
     start = lo
@@ -247,13 +257,13 @@ def _scan_part(
         stop = min(start + block, hi)
         found = _above(codes[start:stop], query_codes, shortlist.floor, rows, scores)
         shortlist.offer(rows[:found] + start, scores[:found].copy())
-        start, block = stop, max(block, min(4 * block, _BLOCK))
+        start, block = stop, max(block, min(_GROWTH * block, _BLOCK))
     return shortlist.best()
 
 
 def _parts(rows: int, threads: int | None) -> list[tuple[int, int]]:
     """Contiguous (start, stop) row ranges of about equal size, one per thread."""
-    wanted = _cores() if threads is None else threads
+    wanted = cores() if threads is None else threads
     if wanted < 1:
         raise ValueError(f"threads must be at least 1, not {wanted}")
     count = 1 if rows < _PARALLEL_ROWS else wanted
@@ -272,13 +282,6 @@ def _run(parts: list[tuple[int, int]], work: Callable[[int, int], T]) -> list[T]
 def _pool(threads: int) -> ThreadPoolExecutor:
     """One long-lived pool per thread count: starting threads per question would cost more."""
     return ThreadPoolExecutor(threads, thread_name_prefix="int8-scan")
-
-
-def _cores() -> int:
-    """Cores this process may run on (not every core of the machine, under a CPU affinity mask)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _dots(codes: Codes, query_codes: Codes, out: Vectors) -> None:

@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from embeddings.cores import cores
 from embeddings.encoders.onnx_runtime import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
     batches,
-    cores,
     manifest_errors,
     one_thread_session,
     padded,
@@ -45,9 +47,10 @@ from embeddings.search.decision import Calibration
 from embeddings.sentences import sentence_spans
 
 RERANKER_FOLDER = Path(__file__).resolve().parent.parent / "models" / "reranker"
-MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.onnx", "tokenizer.json", "reranker.json"
+# The model and tokenizer files are named as the encoder's export names them; the manifest
+# is its own, and shares the encoder's `MANIFEST_VERSION`.
+MANIFEST_FILE = "reranker.json"
 MANIFEST_FORMAT = "newsqa-reranker"
-MANIFEST_VERSION = 1
 # One passage per onnxruntime call: the int8 model quantises its activations per call, so a
 # passage read beside others would score differently from the same passage alone (by up to
 # 0.3 in relevance); one at a time costs no more per token, and the calls of one question are
