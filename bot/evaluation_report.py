@@ -6,9 +6,17 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from embeddings.encoders.base import Encoder
-from embeddings.errors import JudgedFilesError
-from embeddings.evaluation.judging import (
+from embeddings import (
+    DEFAULT_THRESHOLDS,
+    Encoder,
+    JudgedFilesError,
+    Reranker,
+    Searcher,
+    Thresholds,
+    build_in_database,
+    location_of,
+)
+from embeddings.evaluation import (
     DEFAULT_PIPELINE,
     PAGE,
     AnswerReport,
@@ -22,10 +30,6 @@ from embeddings.evaluation.judging import (
     passage_judgements,
     pipeline,
 )
-from embeddings.search.decision import DEFAULT_THRESHOLDS, Thresholds
-from embeddings.search.reranker import Reranker
-from embeddings.search.searcher import Searcher
-from embeddings.stores import build_in_database, location_of
 
 COLUMNS = (
     "| method | hit@1 | hit@5 | recall@10 | MRR@10 | nDCG@10 | p50 ms | p95 ms | vs best baseline |"

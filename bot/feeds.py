@@ -23,8 +23,7 @@ import feedparser
 
 from bot.fetching import Fetcher
 from bot.pages import PageAdder
-from embeddings.collection import Outcome
-from embeddings.errors import (
+from embeddings import (
     FeedListError,
     FetchError,
     NewsqaError,
@@ -32,6 +31,7 @@ from embeddings.errors import (
     NotAnArticleError,
     UnsafeAddressError,
 )
+from embeddings.collection import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,10 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from embeddings.errors import FetchError, UnsafeAddressError
+from embeddings import (
+    FetchError,
+    UnsafeAddressError,
+)
 
 USER_AGENT = "newsqa/0.1 (feed reader)"
 

@@ -27,9 +27,13 @@ from bot.metrics import Metrics, chat_hash
 from bot.pages import DOCUMENT_SUFFIXES
 from bot.replies import about_message, answers_message, article_messages, introduction_message
 from bot.service import QAService, Ranking
+from embeddings import (
+    ENGLISH,
+    EmptyQuestionError,
+    NewsqaError,
+    detect_language,
+)
 from embeddings.collection import Addition
-from embeddings.errors import EmptyQuestionError, NewsqaError
-from embeddings.language import ENGLISH, detect_language
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,11 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from embeddings.errors import NewsqaError, PortInUseError
-from embeddings.stores import FolderLocation
+from embeddings import (
+    FolderLocation,
+    NewsqaError,
+    PortInUseError,
+)
 
 if TYPE_CHECKING:
     from bot.metrics import Metrics

@@ -10,9 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.fetching import Fetcher
-from embeddings.articles import JSONL_SUFFIX, TEXT_SUFFIXES, Article, read_articles
+from embeddings import (
+    JSONL_SUFFIX,
+    TEXT_SUFFIXES,
+    Article,
+    NotAnArticleError,
+    read_articles,
+)
 from embeddings.collection import Addition, Collection
-from embeddings.errors import NotAnArticleError
 from embeddings.webpages import WebArticle, canonical_url, extract_article
 
 Clock = Callable[[], dt.datetime]

@@ -16,9 +16,12 @@ from telegram.constants import MessageLimit
 
 from bot.messages import ENGLISH, say, template
 from bot.service import Stats
-from embeddings.passages import Passage, pack_pieces
-from embeddings.search.searcher import Answer
-from embeddings.sentences import split_sentences
+from embeddings import (
+    Answer,
+    Passage,
+    pack_pieces,
+    split_sentences,
+)
 
 MAX_LENGTH = MessageLimit.MAX_TEXT_LENGTH
 ELLIPSIS = "\u2026"

@@ -21,16 +21,24 @@ from typing import Any
 
 import numpy as np
 
-from embeddings.cores import cores
-from embeddings.encoders.base import Encoder
-from embeddings.errors import NewsqaError
-from embeddings.index.catalog import ArticleEntry
-from embeddings.language import detect_language
-from embeddings.passages import Passage
-from embeddings.search.decision import DEFAULT_THRESHOLDS, Thresholds
-from embeddings.search.reranker import Reranker
-from embeddings.search.searcher import Answer, Hit, Query, Searcher
-from embeddings.stores import FolderLocation, SearchStore, StoreLocation
+from embeddings import (
+    DEFAULT_THRESHOLDS,
+    Answer,
+    ArticleEntry,
+    Encoder,
+    FolderLocation,
+    Hit,
+    NewsqaError,
+    Passage,
+    Query,
+    Reranker,
+    Searcher,
+    SearchStore,
+    StoreLocation,
+    Thresholds,
+    cores,
+    detect_language,
+)
 
 log = logging.getLogger(__name__)
 

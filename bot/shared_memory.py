@@ -24,7 +24,9 @@ from psycopg.types.json import Jsonb
 
 from bot.memory import RATE_WINDOW, new_key
 from bot.service import Ranking
-from embeddings.errors import DatabasePermissionError
+from embeddings import (
+    DatabasePermissionError,
+)
 from embeddings.postgres import CONNECT_TIMEOUT, connect, describe, unavailable
 
 # Any fixed number, taken while the tables are created: replicas starting together would

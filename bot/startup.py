@@ -13,7 +13,9 @@ from telegram import Update
 from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
 
-from embeddings import errors
+from embeddings import (
+    errors,
+)
 
 log = logging.getLogger(__name__)
 

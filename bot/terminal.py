@@ -10,8 +10,11 @@ from typing import Any
 import click
 
 from bot.messages import say
-from embeddings.language import detect_language
-from embeddings.search.searcher import Answer, Results
+from embeddings import (
+    Answer,
+    Results,
+    detect_language,
+)
 
 
 def answer_blocks(question: str, results: Results, answers: list[Answer]) -> str:
