@@ -58,7 +58,7 @@ from embeddings.evaluation.measures import ndcg_at
 from embeddings.index import scan
 from embeddings.index.build import build_index
 from embeddings.index.index import Index
-from embeddings.index.scan import CANDIDATES, SHORTLIST_FACTOR, Int8Matrix, _kernel, top_rows
+from embeddings.index.scan import CANDIDATES, SHORTLIST_FACTOR, Int8Matrix, kernel, top_rows
 from embeddings.passages import split_article
 from embeddings.search.ranking import DEFAULT_SETTINGS
 from embeddings.search.reranker import Reranker
@@ -177,9 +177,11 @@ def _machine() -> str:
         platform.processor(),
     )
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    kernel = f"int8 kernel: {_kernel()}"
     python = platform.python_version()
-    return f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB, Python {python}, {kernel}"
+    return (
+        f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB, Python {python}, "
+        f"int8 kernel: {kernel()}"
+    )
 
 
 def _cpuinfo() -> list[str]:
@@ -575,7 +577,7 @@ def _scans(
 
     count = max(CANDIDATES, SHORTLIST_FACTOR * RANKED)
     words = _words(int8.codes)
-    used = len(scan._parts(len(int8), threads))  # a small matrix is scanned by one thread
+    used = len(scan.row_ranges(len(int8), threads))  # a small matrix is scanned by one thread
     result: dict[str, Any] = {"scan_threads": used}
     with threadpool_limits(threads), ThreadPoolExecutor(threads) as pool:
         for n, name in ((used, "int8"), (1, "int8_1")):

@@ -12,7 +12,7 @@ Run from the repository root; it prints each table and writes benchmarks/results
    passages in the same order, the same passages in any order, and the decision to answer the
    same; and each store's search time (the question's encoding, common to both, left out).
 2. **Sizes** (``--passages 10000,100000,1000000``; none by default): synthetic articles on
-   topics, a third stop words, with embedding-like vectors (see `_SyntheticEncoder`), built
+   topics, a third stop words, with embedding-like vectors (see `SyntheticEncoder`), built
    into both stores from scratch (no model): build time, the time to add one article, search
    time with the reranker off, the share of top-3 the same, the recall of the HNSW shortlist
    against exact, disk per passage and resident memory.
@@ -223,7 +223,7 @@ _STOP = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "
          "will", "no", "if", "there", "then", "into", "these", "such")  # fmt: skip
 
 
-class _SyntheticEncoder:
+class SyntheticEncoder:
     """Embedding-like vectors without a model: each content word has a fixed random vector and
     a text's vector is the normalised sum of its words' (stop words left out). Articles on one
     topic share their frequent words, so their passages cluster, and a question made of a
@@ -257,7 +257,7 @@ class _SyntheticEncoder:
         return self.encode_passages(texts)
 
 
-def _synthetic_articles(size: int, seed: int = 1) -> list[Article]:
+def synthetic_articles(size: int, seed: int = 1) -> list[Article]:
     """`size` passages in articles of five 60-word paragraphs. Each article has one of
     `_TOPICS` topics; a third of its words are stop words, the rest content words drawn by
     Zipf's law from its topic's ordering of the vocabulary."""
@@ -289,8 +289,8 @@ class _Sized:
 
 
 def _size(size: int, cache: Path, url: str) -> str:
-    articles = _synthetic_articles(size)
-    encoder = _SyntheticEncoder()
+    articles = synthetic_articles(size)
+    encoder = SyntheticEncoder()
     folder = cache / "index-store-size"
     stores, builds = _build_both(articles, encoder, folder, url)
     searchers = [Searcher(store, encoder) for store in stores]
@@ -320,7 +320,7 @@ def _add_one(
     articles: list[Article], encoder: Encoder, folder: Path, url: str
 ) -> tuple[float, float]:
     """Seconds to bring each store up to date with one new article."""
-    more = [*articles, _synthetic_articles(5, seed=2)[0]]
+    more = [*articles, synthetic_articles(5, seed=2)[0]]
     started = time.perf_counter()
     build_index(more, encoder, folder)
     middle = time.perf_counter()

@@ -118,7 +118,7 @@ def test_every_kernel_sums_exactly(
     """Each kernel gives the exact integer dot products, for any width and row count, at the
     extremes of the code range too (where a 16-bit intermediate would saturate), and keeps
     exactly the rows that reach a floor."""
-    monkeypatch.setattr(scan, "_kernel", lambda: kernel)
+    monkeypatch.setattr(scan, "kernel", lambda: kernel)
     rng = np.random.default_rng(width)
     for rows in (0, 1, 3, 4, 5, 17, 600):  # 600: several of the compiled kernel's steps
         codes = rng.integers(-127, 128, (rows, width), dtype=np.int8)
@@ -141,7 +141,7 @@ def test_every_kernel_sums_exactly(
 @pytest.mark.parametrize("kernel", _installed_kernels())
 def test_every_kernel_finds_the_exact_top(monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:
     """Whichever kernel scans, the search returns the float scan's top 10."""
-    monkeypatch.setattr(scan, "_kernel", lambda: kernel)
+    monkeypatch.setattr(scan, "kernel", lambda: kernel)
     vectors = _unit_rows(5000, dimension=384)
     matrix = Int8Matrix.quantize(vectors)
     for query in _unit_rows(3, dimension=384, seed=5):
@@ -157,7 +157,7 @@ def test_the_compiled_kernel_is_installed_and_chosen() -> None:
     """The install built embeddings/index/int8dot.c, and the scan uses it on an AVX2 CPU."""
     from embeddings.index import int8dot
 
-    assert scan._kernel() == ("int8dot" if int8dot.simd() else "numkong")
+    assert scan.kernel() == ("int8dot" if int8dot.simd() else "numkong")
 
 
 def test_float_rows_reads_exactly_the_rows_asked_for(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ class Int8Matrix:
         """Approximate dot products of every row with `query` (error ~1e-3 for unit vectors)."""
         query_codes, step = self._quantize_query(query)
         out = np.empty(len(self), dtype=np.float32)
-        parts = _parts(len(self), threads)
+        parts = row_ranges(len(self), threads)
         _run(parts, lambda lo, hi: _dots(self.codes[lo:hi], query_codes, out[lo:hi]))
         out *= np.float32(step)
         return out
@@ -124,7 +124,7 @@ class Int8Matrix:
         if count <= 0:
             return np.zeros(0, dtype=np.intp)
         query_codes, _ = self._quantize_query(query)
-        parts = _parts(len(self), threads)
+        parts = row_ranges(len(self), threads)
         found = _run(parts, lambda lo, hi: _scan_part(self.codes, query_codes, lo, hi, count))
         if len(found) == 1:
             return found[0][0]
@@ -261,7 +261,7 @@ def _scan_part(
     return shortlist.best()
 
 
-def _parts(rows: int, threads: int | None) -> list[tuple[int, int]]:
+def row_ranges(rows: int, threads: int | None) -> list[tuple[int, int]]:
     """Contiguous (start, stop) row ranges of about equal size, one per thread."""
     wanted = cores() if threads is None else threads
     if wanted < 1:
@@ -291,12 +291,12 @@ def _dots(codes: Codes, query_codes: Codes, out: Vectors) -> None:
     """
     if len(codes) == 0:
         return
-    kernel = _kernel()
-    if kernel == "int8dot":
+    chosen = kernel()
+    if chosen == "int8dot":
         from embeddings.index import int8dot
 
         int8dot.dots(np.ascontiguousarray(codes), query_codes, out)
-    elif kernel == "numkong":
+    elif chosen == "numkong":
         import numkong
 
         numkong.cdist(query_codes[None, :], codes, "dot", out=out[None, :], out_dtype="float32")
@@ -314,7 +314,7 @@ def _above(
     first places of `rows` and `scores` (each at least as long as `codes`); returns how many."""
     if len(codes) == 0:
         return 0
-    if _kernel() == "int8dot":
+    if kernel() == "int8dot":
         from embeddings.index import int8dot
 
         return int8dot.above(np.ascontiguousarray(codes), query_codes, floor, rows, scores)
@@ -327,7 +327,7 @@ def _above(
 
 
 @functools.cache
-def _kernel() -> str:
+def kernel() -> str:
     """The int8 kernel this install has: "int8dot" (compiled here), "numkong" or "numpy"."""
     try:
         from embeddings.index import int8dot
@@ -345,4 +345,4 @@ def _kernel() -> str:
 
 def has_fast_kernel() -> bool:
     """True when a SIMD int8 kernel (the compiled one or NumKong) is available."""
-    return _kernel() != "numpy"
+    return kernel() != "numpy"
