@@ -24,7 +24,7 @@ from pathlib import Path
 
 from embeddings.articles import read_articles
 from embeddings.index.build import build_index
-from tests.test_crash_safety import crash_loop, crash_table, prepare, verify_index
+from testbed.crash_loop import crash_loop, crash_table, prepare, verify_index
 
 
 def main() -> int:

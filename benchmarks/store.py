@@ -91,7 +91,7 @@ def _database(url: str | None) -> Iterator[Callable[[], str]]:
     if url is not None:
         yield lambda: url
         return
-    from tests.postgres_server import PostgresServer, why_unavailable
+    from testbed.postgres_server import PostgresServer, why_unavailable
 
     reason = why_unavailable()
     if reason:

@@ -6,7 +6,8 @@ Run from the repository root (the real packaged model, offline; the seed article
     .venv/bin/python -m benchmarks.stress --no-rerank           # without the reranker
     .venv/bin/python -m benchmarks.stress --users 10 --fake     # the fake encoder, no model
 
-The bot is the real PTB Application, talking HTTP to the local Bot API server of the tests.
+The bot is the real PTB Application, talking HTTP to the local Bot API server
+(testbed/telegram_server.py).
 First one user asks `--baseline` questions one after another (the single-user latency); then
 `--users` users each ask `--questions` questions, all users at once, each waiting for the
 answer before asking again. Latency is from the update being queued to the answer arriving at
@@ -47,7 +48,7 @@ from embeddings.encoders.base import DEFAULT_MODEL, Encoder
 from embeddings.index.build import build_index
 from embeddings.search.decision import Thresholds
 from embeddings.search.reranker import Reranker
-from tests.telegram_server import TelegramServer
+from testbed.telegram_server import TelegramServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOD_LIMIT = 30.0  # messages a second, Telegram's limit across chats (one per answer)
@@ -238,7 +239,7 @@ def explanation(results: list[Result], users: int) -> str:
 def _encoder(fake: bool, index_dir: Path) -> Encoder:
     """The fake encoder, or the product's default model and backend (exported once)."""
     if fake:
-        from tests.conftest import FakeEncoder
+        from testbed.fake_encoder import FakeEncoder
 
         return FakeEncoder()
     return make_encoder(DEFAULT_MODEL, DEFAULT_BACKEND, index_dir, export=True)

@@ -19,8 +19,9 @@ from embeddings.index.build import build_index
 from embeddings.search.decision import Thresholds
 from embeddings.search.reranker import Reranker
 from embeddings.stores import build_in_database, location_of
-from tests.conftest import FakeEncoder, write_article
-from tests.telegram_server import SentMessage, TelegramServer
+from testbed.articles import write_article
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import SentMessage, TelegramServer
 
 # After every handler group the bot registers (bot.app.register uses -1 and 0).
 LAST_GROUP = 1_000

@@ -1,65 +1,24 @@
-"""Shared fixtures: a deterministic fake encoder and article folders built per test."""
+"""Shared fixtures: a fresh fake encoder and article folder per test, the real model, a
+PostgreSQL server and a news site; and the helpers several test modules use."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from embeddings.encoders.base import DEFAULT_MODEL, Vectors
+from embeddings.encoders.base import DEFAULT_MODEL
 from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
+from testbed.fake_encoder import FakeEncoder
+from testbed.postgres_server import PostgresServer, why_unavailable
 from tests.news_site import NewsSite
-from tests.postgres_server import PostgresServer, why_unavailable
 
 SEED_ARTICLES = Path(__file__).resolve().parent.parent / "data"
 SEED_ARTICLE = SEED_ARTICLES / "000_ff471cfb659f57e3.txt"
-
-_WORD = re.compile(r"\w+")
-
-
-class FakeEncoder:
-    """A bag-of-words hashing encoder: texts sharing words get similar vectors, no model needed.
-
-    Tokens are words (plus two for the special tokens), which makes token limits easy to reason
-    about in tests. `calls` records every batch it was asked to embed.
-    """
-
-    def __init__(self, name: str = "fake-encoder", *, dimension: int = 1024, max_tokens: int = 256):
-        self.name = name
-        self.max_tokens = max_tokens
-        self.dimension = dimension
-        self.passage_batches: list[list[str]] = []
-
-    @property
-    def embedded_passages(self) -> int:
-        """How many passage texts were embedded in all."""
-        return sum(len(batch) for batch in self.passage_batches)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 2
-
-    def encode_passages(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
-        self.passage_batches.append(list(texts))
-        return self._encode(texts)
-
-    def encode_queries(self, texts: Sequence[str]) -> Vectors:
-        return self._encode(texts)
-
-    def _encode(self, texts: Sequence[str]) -> Vectors:
-        matrix = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in _WORD.findall(text.lower()):
-                bucket = int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimension
-                matrix[row, bucket] += 1.0
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        return matrix / np.where(norms == 0, 1, norms)
 
 
 @pytest.fixture
@@ -90,14 +49,6 @@ def logging_into(handler: logging.Handler, level: int, name: str = "") -> Iterat
     finally:
         logger.removeHandler(handler)
         logger.setLevel(was)
-
-
-def write_article(folder: Path, name: str, title: str, *paragraphs: str, date: str = "") -> Path:
-    """Write an article file in the news-export format (or plain, without a date)."""
-    header = f" date {date} {title}" if date else title
-    path = folder / name
-    path.write_text("\n\n".join([header, *paragraphs]) + "\n", encoding="utf-8")
-    return path
 
 
 # --- the real packaged model (tests marked `model`) --------------------------------------------

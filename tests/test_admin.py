@@ -17,10 +17,10 @@ from bot.pages import PageAdder
 from embeddings.articles import read_articles
 from embeddings.collection import ADDED_FILE, Collection
 from embeddings.index.build import build_index
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import TelegramServer
 from tests.bots import Bot, Clock, start_bot, stop_bot
-from tests.conftest import FakeEncoder
 from tests.news_site import ARTICLES, NewsSite, Route, article_page
-from tests.telegram_server import TelegramServer
 
 ALICE, BOB = 1001, 1002  # Alice is the admin
 HARBOUR, FROST = ARTICLES[0], ARTICLES[1]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from embeddings.articles import read_articles
-from tests.conftest import SEED_ARTICLE, write_article
+from testbed.articles import write_article
+from tests.conftest import SEED_ARTICLE
 
 
 def test_seed_article_header_gives_title_and_date(data_dir: Path) -> None:

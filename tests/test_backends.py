@@ -21,7 +21,8 @@ from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
 from embeddings.errors import EncoderLoadError, IndexNotFoundError, ModelMismatchError
 from embeddings.index.build import build_index
 from embeddings.index.index import Index
-from tests.conftest import SEED_QUESTION, FakeEncoder
+from testbed.fake_encoder import FakeEncoder
+from tests.conftest import SEED_QUESTION
 
 
 def test_torch_backend_is_the_sentence_transformers_encoder(tmp_path: Path) -> None:

@@ -19,9 +19,10 @@ from embeddings.articles import read_articles
 from embeddings.encoders.base import Vectors
 from embeddings.index.build import build_index
 from embeddings.search.reranker import Reranker
+from testbed.articles import write_article
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import TelegramServer
 from tests.bots import Bot, Clock, free_port, start_bot, stop_bot, write_news
-from tests.conftest import FakeEncoder, write_article
-from tests.telegram_server import TelegramServer
 
 ALICE, BOB = 1001, 1002
 GROUP = -100500

@@ -19,7 +19,7 @@ from embeddings.encoders.base import DEFAULT_MODEL
 from embeddings.index.build import build_index
 from embeddings.index.index import current_generation
 from embeddings.index.layout import VECTORS
-from tests.conftest import FakeEncoder
+from testbed.fake_encoder import FakeEncoder
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ import pytest
 
 from embeddings.encoders.base import DEFAULT_MODEL
 from embeddings.encoders.onnx_export import default_export_folder
+from testbed.telegram_server import TelegramServer
 from tests.conftest import SEED_ARTICLE
-from tests.telegram_server import TelegramServer
 
 pytestmark = pytest.mark.model
 

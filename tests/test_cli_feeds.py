@@ -23,9 +23,9 @@ from embeddings.collection import ADDED_FILE, Collection
 from embeddings.encoders.base import DEFAULT_MODEL
 from embeddings.index.build import build_index
 from embeddings.search.decision import Thresholds
-from tests.conftest import FakeEncoder
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import TelegramServer
 from tests.news_site import ARTICLES, NewsSite, article_page
-from tests.telegram_server import TelegramServer
 
 QUESTION = "How much did the harbour bridge repairs cost?"
 ALICE = 1001

@@ -27,9 +27,10 @@ from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import MESSAGES, say
 from embeddings.articles import read_articles
 from embeddings.index.build import build_index
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import SentMessage, TelegramServer
 from tests.bots import Clock, handled, start_bot, stop_bot, write_news
-from tests.conftest import FakeEncoder, logging_into
-from tests.telegram_server import SentMessage, TelegramServer
+from tests.conftest import logging_into
 
 ALICE, BOB = 1001, 1002
 GROUP = -100777

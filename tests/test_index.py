@@ -22,7 +22,8 @@ from embeddings.index.index import Index, current_generation
 from embeddings.index.layout import CURRENT, VECTORS
 from embeddings.index.scan import top_rows
 from embeddings.search.searcher import WORDS_HELD_BONUS, Searcher
-from tests.conftest import FakeEncoder, write_article
+from testbed.articles import write_article
+from testbed.fake_encoder import FakeEncoder
 
 
 def _build(data_dir: Path, index_dir: Path, encoder: FakeEncoder) -> Index:

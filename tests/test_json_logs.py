@@ -18,9 +18,10 @@ import pytest
 from bot.logs import JsonFormatter, RedactingFormatter
 from embeddings.articles import read_articles
 from embeddings.index.build import build_index
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import TelegramServer
 from tests.bots import free_port, handled, start_bot, stop_bot, write_news
-from tests.conftest import FakeEncoder, logging_into
-from tests.telegram_server import TelegramServer
+from tests.conftest import logging_into
 
 CHAT = 5151
 QUESTIONS = ["How far did the river rise overnight?", "Who won the cup final?", "?!"]

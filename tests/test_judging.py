@@ -32,7 +32,7 @@ from embeddings.evaluation.measures import JudgedPassage, JudgedQuestion
 from embeddings.search.decision import Thresholds
 from embeddings.search.ranking import DEFAULT_SETTINGS, Ranked, spread_articles
 from embeddings.search.searcher import Query, Searcher
-from tests.conftest import FakeEncoder
+from testbed.fake_encoder import FakeEncoder
 
 PASSAGES = [
     {"id": "p1", "text": "The river flooded the valley after days of heavy rain."},

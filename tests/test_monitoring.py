@@ -17,9 +17,9 @@ from bot.health import Health, serve_monitoring
 from embeddings.articles import read_articles
 from embeddings.index.build import build_index
 from embeddings.index.layout import CURRENT
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import TelegramServer
 from tests.bots import free_port, handled, start_bot, stop_bot, write_news
-from tests.conftest import FakeEncoder
-from tests.telegram_server import TelegramServer
 
 CHAT = 4242
 

@@ -14,7 +14,8 @@ from embeddings.index.index import Index, current_generation
 from embeddings.index.layout import MULTILINGUAL_VECTORS
 from embeddings.language import detect_language
 from embeddings.search.searcher import Searcher
-from tests.conftest import FakeEncoder, write_article
+from testbed.articles import write_article
+from testbed.fake_encoder import FakeEncoder
 
 LANGUAGES = [
     ("Who held the press conference?", "en"),

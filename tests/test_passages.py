@@ -10,7 +10,7 @@ import pytest
 from embeddings.articles import Article, read_articles
 from embeddings.passages import EMBEDDED_TITLE_LENGTH, MIN_WORDS, Passage, split_article
 from embeddings.sentences import split_sentences
-from tests.conftest import FakeEncoder
+from testbed.fake_encoder import FakeEncoder
 
 
 def _article(*paragraphs: str, title: str = "A title") -> Article:

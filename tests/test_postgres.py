@@ -45,8 +45,9 @@ from embeddings.postgres.store import DatabaseLocation, PostgresStore
 from embeddings.search.decision import Thresholds
 from embeddings.search.reranker import Reranker
 from embeddings.search.searcher import Searcher
-from tests.conftest import FakeEncoder, write_article
-from tests.postgres_server import PostgresServer
+from testbed.articles import write_article
+from testbed.fake_encoder import FakeEncoder
+from testbed.postgres_server import PostgresServer
 
 QUESTIONS = [
     "Who held the press conference about the plenary session?",

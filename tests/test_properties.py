@@ -30,8 +30,8 @@ from embeddings.passages import Passage, split_article
 from embeddings.search.ranking import Ranked, collapse_duplicates
 from embeddings.search.searcher import Answer, Hit, Searcher
 from embeddings.sentences import sentence_spans, split_sentences
-from tests.conftest import FakeEncoder
-from tests.telegram_server import MAX_TEXT_LENGTH, format_message_text, parse_html, utf16_slice
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import MAX_TEXT_LENGTH, format_message_text, parse_html, utf16_slice
 
 # Hypothesis examples run in one test call, so they cannot share pytest's tmp_path.
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

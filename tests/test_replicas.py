@@ -30,9 +30,11 @@ from embeddings.encoders.base import DEFAULT_MODEL
 from embeddings.encoders.onnx_export import default_export_folder
 from embeddings.search.decision import Thresholds
 from embeddings.stores import build_in_database, location_of
-from tests.conftest import SEED_QUESTION, FakeEncoder, write_article
+from testbed.articles import write_article
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import SentMessage, TelegramServer
+from tests.conftest import SEED_QUESTION
 from tests.round_robin_proxy import RoundRobinProxy
-from tests.telegram_server import SentMessage, TelegramServer
 
 ALICE = 1001
 SECRET = "replicas-share-this-secret"

@@ -10,7 +10,7 @@ from bot.replies import MAX_LENGTH, answers_message, article_messages, telegram_
 from embeddings.passages import Passage
 from embeddings.search.searcher import Answer, Hit
 from embeddings.sentences import sentence_spans
-from tests.telegram_server import parse_html
+from testbed.telegram_server import parse_html
 
 
 def _passage(

@@ -20,7 +20,7 @@ from embeddings.search.ranking import RankingSettings
 from embeddings.search.reranker import MANIFEST_FILE, RERANKER_FOLDER, Reranker
 from embeddings.search.searcher import Searcher
 from embeddings.sentences import sentence_spans
-from tests.conftest import FakeEncoder
+from testbed.fake_encoder import FakeEncoder
 
 TITLE = "Budget Aston takes on Porsche"
 PRICE = Passage(

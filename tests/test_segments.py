@@ -28,7 +28,7 @@ from embeddings.index.index import Index
 from embeddings.index.layout import CURRENT, MAX_SEGMENTS, META, SEGMENTS, VECTORS
 from embeddings.index.lexical import LexicalIndex, SegmentedLexical
 from embeddings.search.searcher import Searcher
-from tests.conftest import FakeEncoder
+from testbed.fake_encoder import FakeEncoder
 
 _WORDS = [
     f"{stem}{n}" for stem in ("river", "market", "school", "court", "storm") for n in range(40)

@@ -19,7 +19,7 @@ from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDataba
 from embeddings.errors import DatabasePermissionError, DatabaseUnavailableError
 from embeddings.passages import Passage
 from embeddings.search.searcher import Hit, Query
-from tests.postgres_server import PostgresServer
+from testbed.postgres_server import PostgresServer
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from embeddings.articles import read_articles
 from embeddings.index.build import build_index
-from tests.conftest import FakeEncoder
-from tests.telegram_server import TelegramServer
+from testbed.fake_encoder import FakeEncoder
+from testbed.telegram_server import TelegramServer
 
 RETRY_LINE = re.compile(
     r"WARNING bot\.startup: Telegram did not answer at \S+ .*; trying again in \d+ s$"

@@ -27,7 +27,7 @@ from telegram.error import (
 )
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from tests.telegram_server import SECRET_HEADER, TelegramServer, parse_html
+from testbed.telegram_server import SECRET_HEADER, TelegramServer, parse_html
 
 CHAT = 4242
 
