@@ -235,7 +235,7 @@ class NewsSite:
     def answer(self, handler: BaseHTTPRequestHandler) -> None:
         route = self.routes.get(handler.path, Route(b"not found", 404, "text/plain"))
         if route.delay:
-            time.sleep(route.delay)
+            time.sleep(route.delay)  # the injected fault: a slow page
         if route.etag and handler.headers.get("If-None-Match") == route.etag:
             handler.send_response(304)
             handler.send_header("ETag", route.etag)

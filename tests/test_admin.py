@@ -97,7 +97,7 @@ async def test_two_files_at_once_are_built_one_after_the_other(bot: Bot) -> None
     def rebuild() -> None:
         overlapped.append(bool(running))
         running.append(1)
-        time.sleep(0.2)  # long enough for the second file to arrive meanwhile
+        time.sleep(0.2)  # the injected fault: a build slow enough for the second file to arrive
         build()
         running.pop()
 

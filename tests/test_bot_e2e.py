@@ -39,12 +39,8 @@ class SlowEncoder(FakeEncoder):
     def encode_queries(self, texts: Sequence[str]) -> Vectors:
         if any("slowly" in text for text in texts):
             self.started.set()
-            time.sleep(1.0)
+            time.sleep(1.0)  # the injected fault: a question that takes a second to encode
         return super().encode_queries(texts)
-
-
-# tests/test_crash_safety.py imports these from here.
-_news, _start, _stop = write_news, start_bot, stop_bot
 
 
 @pytest.fixture

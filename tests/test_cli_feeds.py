@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -161,8 +162,11 @@ async def test_the_bot_service_answers_from_a_watched_article_without_restarting
     before = await service.rank(QUESTION)
     assert all("184 million" not in hit.passage.text for hit in before.hits)
 
+    built = threading.Event()
+
     def rebuild() -> None:
         build_index(read_articles(data_dir).articles, encoder, index)
+        built.set()
 
     site.publish(ARTICLES[0])
     save_feeds(data_dir / FEEDS_FILE, [Feed(site.url("/rss.xml"))])
@@ -170,12 +174,8 @@ async def test_the_bot_service_answers_from_a_watched_article_without_restarting
     watcher = Watcher(data_dir / FEEDS_FILE, PageAdder(Collection(data_dir), fetcher), rebuild)
     task = asyncio.create_task(watcher.run())
     try:
-        for _ in range(100):
-            if (data_dir / ADDED_FILE).exists() and service.location.current() != (
-                service.index.generation
-            ):
-                break
-            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(built.wait, 10), "the watcher never rebuilt the index"
+        assert (data_dir / ADDED_FILE).exists()
         after = await service.rank(QUESTION)
     finally:
         task.cancel()
@@ -194,11 +194,11 @@ async def test_the_bot_with_a_watcher_beside_it_answers_a_new_article(
     site.publish(ARTICLES[0])
     fetcher = Fetcher(FetchPolicy(allow_private=True))
     adder = PageAdder(Collection(data_dir), fetcher)
-    rebuilds: list[float] = []
+    built = threading.Event()
 
     def rebuild() -> None:
         build_index(read_articles(data_dir).articles, encoder, index)
-        rebuilds.append(1.0)
+        built.set()
 
     watcher = Watcher(data_dir / FEEDS_FILE, adder, rebuild, interval=0.1)
     service = QAService(index, encoder, thresholds=Thresholds(None, 0.1))
@@ -213,10 +213,7 @@ async def test_the_bot_with_a_watcher_beside_it_answers_a_new_article(
         assert application.updater is not None
         await application.updater.start_polling(poll_interval=0.0, timeout=1)
         try:
-            for _ in range(100):
-                if rebuilds:
-                    break
-                await asyncio.sleep(0.05)
+            assert await asyncio.to_thread(built.wait, 10), "the watcher never rebuilt the index"
             server.user_message(ALICE, QUESTION)
             (reply,) = await server.wait_for_messages(ALICE, 1, timeout=10)
         finally:
