@@ -54,7 +54,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "请发送 /add 加文章地址，或以 .txt、.md、.html 或 .jsonl 文件发送文章。",
     },
     "added": {
-        "en": "Added \u201c{title}\u201d ({passages} passages); it can be searched now.",
+        "en": "Added \u201c{title}\u201d (passages: {passages}); it can be searched now.",
         "ru": "Добавлена статья «{title}» (фрагментов: {passages}); по ней уже можно искать.",
         "zh": "已添加《{title}》（{passages} 个段落），现在可以搜索。",
     },

@@ -63,7 +63,7 @@ async def test_an_added_page_is_announced_once_searchable_and_then_quoted(
     build, so the very next question finds the article."""
     reply = await bot.ask(ALICE, f"/add {site.page(HARBOUR)}")
     assert reply.text.startswith(f"Added \u201c{HARBOUR.title}\u201d (")
-    assert int(reply.text.split("(")[1].split()[0]) >= 1
+    assert int(reply.text.split("(passages: ")[1].split(")")[0]) >= 1
     assert _stored(bot.data_dir) == [HARBOUR.title]
     answer = await bot.ask(ALICE, "How much is the toll to cross the harbour bridge?")
     assert answer.text.startswith(f"1. {HARBOUR.title}")

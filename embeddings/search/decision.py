@@ -15,7 +15,9 @@ judged question sets (``training/calibrate.py``) and stored beside the reranker
   archive can report however close its words come.
 
 Without the reranker (switched off, or a question matched by the multilingual model, which the
-English reranker cannot read) the confidence is the best cosine, as the bi-encoder gives it.
+English reranker cannot read) the confidence is the best cosine, as the bi-encoder gives it,
+plus a small bonus when the first hit holds most of the question's words (`Searcher`'s
+`WORDS_HELD` and `WORDS_HELD_BONUS`).
 """
 
 from __future__ import annotations
