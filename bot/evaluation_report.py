@@ -16,7 +16,7 @@ from embeddings import (
     build_in_database,
     location_of,
 )
-from embeddings.evaluation import (
+from embeddings.evaluation.judging import (
     DEFAULT_PIPELINE,
     PAGE,
     AnswerReport,

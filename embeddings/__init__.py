@@ -8,7 +8,7 @@ to answer). Every failure is a `NewsqaError` from `embeddings.errors`.
 
 Two parts stay out, because each needs an optional extra: `embeddings.collection` and
 `embeddings.webpages` (articles from the web: trafilatura) and `embeddings.postgres`
-(psycopg). `embeddings.evaluation` (judged question sets) has its own entry point.
+(psycopg). `newsqa eval` uses `embeddings.evaluation.judging`, the judged-set runner.
 """
 
 from embeddings import errors

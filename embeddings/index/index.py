@@ -23,22 +23,9 @@ import numpy.typing as npt
 
 from embeddings.encoders.base import Vectors
 from embeddings.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError
+from embeddings.index import layout
 from embeddings.index.arrays import open_array, plain
 from embeddings.index.catalog import ArticleEntry, Catalog
-from embeddings.index.layout import (
-    CHECKSUMS,
-    CURRENT,
-    FORMAT,
-    FORMAT_VERSION,
-    LEXICAL,
-    META,
-    MULTILINGUAL_VECTORS,
-    OFFSETS,
-    PASSAGES,
-    SEGMENTED_VERSION,
-    SEGMENTS,
-    VECTORS,
-)
 from embeddings.index.lexical import LexicalIndex, SegmentedLexical, Tokenizer
 from embeddings.index.scan import CODES, FloatRows, Int8Matrix, has_fast_kernel, top_rows
 from embeddings.index.segments import ChainedPassages, Dots, StackedRows, gather, starts_of
@@ -91,7 +78,7 @@ class Segment:
         # mapped, and gathering is faster (about 1 ms per question at 100,000 passages).
         big = codes is not None and vectors.nbytes > GATHER_BYTES
         self.rows: Vectors | FloatRows = (
-            FloatRows(folder / VECTORS) if folder is not None and big else vectors
+            FloatRows(folder / layout.VECTORS) if folder is not None and big else vectors
         )
 
     def __len__(self) -> int:
@@ -349,7 +336,7 @@ class Index:
             return
         try:
             for folder, meta in _segment_metas(self.folder, self.meta):
-                _check_sums(folder, meta.get(CHECKSUMS, {}), self.folder)
+                _check_sums(folder, meta.get(layout.CHECKSUMS, {}), self.folder)
         except (OSError, ValueError) as error:
             where = self.folder.parent
             raise IndexCorruptError(f"The index at {where} is damaged ({error})") from error
@@ -388,8 +375,8 @@ def segment_count(path: Path) -> int:
         generation = current_generation(path)
         if generation is None:
             return 0
-        meta = json.loads((path / generation / META).read_text(encoding="utf-8"))
-        return len(meta.get(SEGMENTS, [generation]))
+        meta = json.loads((path / generation / layout.META).read_text(encoding="utf-8"))
+        return len(meta.get(layout.SEGMENTS, [generation]))
     except (OSError, ValueError, IndexCorruptError):
         return 0
 
@@ -397,7 +384,7 @@ def segment_count(path: Path) -> int:
 def current_generation(path: Path) -> str | None:
     """The name of the generation in use at `path`, or None when there is no index."""
     try:
-        name = (path / CURRENT).read_text(encoding="utf-8").strip()
+        name = (path / layout.CURRENT).read_text(encoding="utf-8").strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, UnicodeDecodeError) as error:
@@ -408,12 +395,14 @@ def current_generation(path: Path) -> str | None:
 def _read_generation(folder: Path, verify: bool | None) -> Index:
     """Open and cross-check one generation's files; any inconsistency is `IndexCorruptError`."""
     try:
-        meta = _read_meta(folder, (FORMAT_VERSION, SEGMENTED_VERSION))
+        meta = _read_meta(folder, (layout.FORMAT_VERSION, layout.SEGMENTED_VERSION))
         parts = _segment_metas(folder, meta)
-        size = sum(_total_bytes(part, part_meta.get(CHECKSUMS, {})) for part, part_meta in parts)
+        size = sum(
+            _total_bytes(part, part_meta.get(layout.CHECKSUMS, {})) for part, part_meta in parts
+        )
         if verify or (verify is None and size <= VERIFY_BYTES):
             for part, part_meta in parts:  # what the shapes and sizes cannot see
-                _check_sums(part, part_meta.get(CHECKSUMS, {}), folder)
+                _check_sums(part, part_meta.get(layout.CHECKSUMS, {}), folder)
         segments = [_open_parts(part, part_meta) for part, part_meta in parts]
         if sum(len(segment) for segment in segments) != meta["count"]:
             raise ValueError(f"the segments do not hold the {meta['count']} passages promised")
@@ -427,8 +416,8 @@ def _read_generation(folder: Path, verify: bool | None) -> Index:
 
 def _read_meta(folder: Path, versions: tuple[int, ...]) -> dict[str, Any]:
     """A meta.json of a known format and version."""
-    meta: dict[str, Any] = json.loads((folder / META).read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT or meta.get("version") not in versions:
+    meta: dict[str, Any] = json.loads((folder / layout.META).read_text(encoding="utf-8"))
+    if meta.get("format") != layout.FORMAT or meta.get("version") not in versions:
         raise ValueError(f"unknown format {meta.get('format')!r} v{meta.get('version')!r}")
     return meta
 
@@ -436,14 +425,14 @@ def _read_meta(folder: Path, versions: tuple[int, ...]) -> dict[str, Any]:
 def _segment_metas(folder: Path, meta: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
     """Each segment's folder and meta.json: the generation itself when it is one segment,
     else each listed segment's, insisting on the SHA-256 the generation recorded for it."""
-    if meta.get("version") == FORMAT_VERSION:
+    if meta.get("version") == layout.FORMAT_VERSION:
         return [(folder, meta)]
     parts = []
-    for record in meta[SEGMENTS]:
+    for record in meta[layout.SEGMENTS]:
         part = folder / record["name"]
-        if sha256(part / META) != record[CHECKSUMS]:
-            raise ValueError(f"{record['name']}/{META} does not match its checksum")
-        part_meta = _read_meta(part, (FORMAT_VERSION,))
+        if sha256(part / layout.META) != record[layout.CHECKSUMS]:
+            raise ValueError(f"{record['name']}/{layout.META} does not match its checksum")
+        part_meta = _read_meta(part, (layout.FORMAT_VERSION,))
         if (part_meta["model"], part_meta["count"], _multilingual(part_meta)) != (
             meta["model"],
             record["count"],
@@ -461,16 +450,18 @@ def _multilingual(meta: dict[str, Any]) -> str | None:
 def _open_parts(folder: Path, meta: dict[str, Any]) -> Segment:
     """Map every file of a segment, insisting on the counts and shapes meta.json promises."""
     count, dimension = meta["count"], meta["dimension"]
-    vectors = open_array(folder / VECTORS, np.float32, (count, dimension))
+    vectors = open_array(folder / layout.VECTORS, np.float32, (count, dimension))
     multilingual = None
     if "multilingual" in meta:
         shape = (count, meta["multilingual"]["dimension"])
-        multilingual = open_array(folder / MULTILINGUAL_VECTORS, np.float32, shape)
-    passages = PassageStore(folder / PASSAGES, np.load(folder / OFFSETS, allow_pickle=False))
+        multilingual = open_array(folder / layout.MULTILINGUAL_VECTORS, np.float32, shape)
+    passages = PassageStore(
+        folder / layout.PASSAGES, np.load(folder / layout.OFFSETS, allow_pickle=False)
+    )
     if len(passages) != count:
         raise ValueError(f"{len(passages)} passages, expected {count}")
     catalog = Catalog.load(folder, count, meta["articles"], dimension)
-    lexical = LexicalIndex.load(folder / LEXICAL)
+    lexical = LexicalIndex.load(folder / layout.LEXICAL)
     if len(lexical) != count:
         raise ValueError(f"the BM25 index has {len(lexical)} passages, expected {count}")
     codes = Int8Matrix.load(folder) if (folder / CODES).exists() else None
