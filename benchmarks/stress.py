@@ -43,6 +43,7 @@ from bot.handlers import Handlers
 from bot.memory import RateLimiter
 from bot.service import QAService
 from embeddings.articles import read_articles
+from embeddings.cores import cores
 from embeddings.encoders.backends import DEFAULT_BACKEND, make_encoder
 from embeddings.encoders.base import DEFAULT_MODEL, Encoder
 from embeddings.index.build import build_index
@@ -219,16 +220,16 @@ def table(results: list[Result]) -> str:
 def explanation(results: list[Result], users: int) -> str:
     """Where the time goes: one question's cost alone, the throughput it allows, and the
     latency that throughput means for `users` users waiting on each other (Little's law)."""
-    cores = os.cpu_count() or 1
+    workers = cores()  # the bot runs one search per core it may use
     lines = []
     for result in results:
-        capacity = cores * 1000 / result.cpu_ms
+        capacity = workers * 1000 / result.cpu_ms
         limited = result.setting.flood_limit and capacity > FLOOD_LIMIT
         capacity = min(capacity, FLOOD_LIMIT) if result.setting.flood_limit else capacity
         lines.append(
             f"* {result.setting.name}: one question alone takes {result.search_ms:.0f} ms "
             f"(question, ranking, reranker and bold sentences) and {result.cpu_ms:.0f} ms of CPU, "
-            f"so {cores} cores answer at most {capacity:.1f} questions/s"
+            f"so {workers} cores answer at most {capacity:.1f} questions/s"
             + (f" (the flood limit: {FLOOD_LIMIT:.0f} answers/s)" if limited else "")
             + f"; {users} users each waiting for an answer wait about {users} / {capacity:.1f} = "
             f"{users / capacity:.1f} s, measured p50 {result.loaded.percentile(50) / 1000:.1f} s."
