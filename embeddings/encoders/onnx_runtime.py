@@ -29,6 +29,7 @@ from embeddings.errors import EncoderLoadError, NewsqaError
 ONNX_SUFFIX = "@onnx-int8"
 MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.onnx", "tokenizer.json", "onnx.json"
 MANIFEST_FORMAT = "newsqa-onnx-encoder"
+# The layout version of every model manifest: this export's onnx.json and the reranker's.
 MANIFEST_VERSION = 1
 # The folder inside an index that holds its exports; an index build must leave it in place.
 EXPORTS_FOLDER = "models"
