@@ -1,6 +1,6 @@
 """The bot under a misbehaving Bot API, odd questions and hostile users, end to end.
 
-The real PTB Application talks HTTP to the local Bot API server (`tests/telegram_server.py`),
+The real PTB Application talks HTTP to the local Bot API server (`testbed/telegram_server.py`),
 which injects the faults: 429 with `retry_after`, 500/502, a call that hangs past the client's
 timeout, a dropped connection, and update types the bot has never heard of. After each fault the
 question is answered exactly once (no duplicate message) and polling goes on.
