@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from embeddings.index.scan import top_rows
+from embeddings.search.dates import date_preference, date_window
 from embeddings.search.ranking import (
     AnswerType,
     Ranked,
@@ -15,8 +16,6 @@ from embeddings.search.ranking import (
     answer_type,
     article_context,
     collapse_duplicates,
-    date_preference,
-    date_window,
     fuse,
     normalise,
     offers_answer,

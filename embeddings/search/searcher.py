@@ -25,6 +25,7 @@ from embeddings.encoders.base import Encoder, Vectors
 from embeddings.errors import EmptyQuestionError
 from embeddings.language import is_english
 from embeddings.passages import Passage
+from embeddings.search.dates import date_preference, date_window
 from embeddings.search.decision import DEFAULT_THRESHOLDS, Evidence, Thresholds
 from embeddings.search.ranking import (
     DEFAULT_SETTINGS,
@@ -32,8 +33,6 @@ from embeddings.search.ranking import (
     RankingSettings,
     answer_type_bonus,
     collapse_duplicates,
-    date_preference,
-    date_window,
     rank,
     spread_articles,
     years_named,
