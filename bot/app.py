@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from telegram import BotCommand, Update
@@ -20,11 +19,12 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
 
 from bot import startup
 from bot.handlers import Handlers
 from bot.metrics import Metrics
+from bot.updates import ReadableUpdates
+from bot.webhook import Webhook, serve
 
 log = logging.getLogger(__name__)
 
@@ -91,48 +91,6 @@ class RetryingRateLimiter(AIORateLimiter):
                 self.metrics.retries.labels(endpoint).inc()
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable: the last try returns or raises")
-
-
-class ReadableUpdates(HTTPXRequest):
-    """The connection getUpdates is sent on, passing on only updates PTB can read.
-
-    PTB reads a batch of updates in one go: a single update it cannot read (a field missing,
-    or a shape from a newer Bot API) fails the whole batch, which its updater then asks for
-    again, forever, so nobody's question is answered. Such an update is cut down to its bare
-    `update_id`, which no handler takes, and the updater moves past it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(connection_pool_size=1)  # PTB's own pool size for getUpdates
-
-    @staticmethod
-    def parse_json_payload(payload: bytes) -> dict[str, Any]:
-        """The Bot API's answer, its updates made readable (PTB's documented hook)."""
-        answer = HTTPXRequest.parse_json_payload(payload)
-        if isinstance(answer.get("result"), list):
-            answer["result"] = [readable(update) for update in answer["result"]]
-        return answer
-
-
-def readable(update: dict[str, Any]) -> dict[str, Any]:
-    """`update` if PTB can read it, else only its id, with one line in the log."""
-    try:
-        Update.de_json(update, None)
-    except Exception as error:  # PTB raises KeyError, TypeError, ValueError... for bad JSON
-        log.warning("Skipped update %s, which PTB cannot read: %r", update.get("update_id"), error)
-        return {"update_id": update["update_id"]}
-    return update
-
-
-@dataclass(frozen=True)
-class Webhook:
-    """Where Telegram delivers updates in webhook mode, and the secret it must present."""
-
-    url: str
-    secret: str
-    listen: str = "0.0.0.0"
-    port: int = 8443
-    path: str = "telegram"
 
 
 Background = Callable[[], Coroutine[Any, Any, None]]
@@ -229,7 +187,7 @@ def run(
     if webhook is not None:
         startup.check_port(webhook.listen, webhook.port, "--webhook-port")
     loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)  # run_polling and run_webhook take the current loop
+    asyncio.set_event_loop(loop)  # run_polling takes the current loop
     hook = (webhook.url, webhook.secret) if webhook else None
     try:
         loop.run_until_complete(startup.reach_telegram(application, where, hook))
@@ -242,12 +200,5 @@ def run(
         application.run_polling(allowed_updates=Update.ALL_TYPES, bootstrap_retries=3)
         startup.raise_if_conflicted(application)
         return
-    application.run_webhook(
-        listen=webhook.listen,
-        port=webhook.port,
-        url_path=webhook.path,
-        webhook_url=webhook.url,
-        secret_token=webhook.secret,
-        allowed_updates=Update.ALL_TYPES,
-        bootstrap_retries=3,
-    )
+    loop.run_until_complete(serve(application, webhook))
+    loop.close()

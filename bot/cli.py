@@ -19,7 +19,7 @@ import click
 
 from bot import app
 from bot.admin import Admin
-from bot.app import Background, Webhook, build_application
+from bot.app import Background, build_application
 from bot.evaluation_report import JudgedFiles
 from bot.evaluation_report import run as run_evaluation
 from bot.feeds import FEEDS_FILE, Feed, Watcher, load_feeds, save_feeds
@@ -31,6 +31,7 @@ from bot.memory import QUESTIONS_PER_WINDOW, ExpiringStore, Keeper, Limiter, Rat
 from bot.pages import PageAdder
 from bot.service import QAService, Ranking
 from bot.terminal import answer_blocks, results_json_line
+from bot.webhook import Webhook
 from embeddings import (
     BACKENDS,
     DEFAULT_BACKEND,

@@ -131,9 +131,10 @@ async def start_bot(
 
 
 async def stop_bot(application: Application) -> None:  # type: ignore[type-arg]
-    """Stop polling and shut the application down."""
+    """Stop polling (if it still runs) and shut the application down."""
     assert application.updater is not None
-    await application.updater.stop()
+    if application.updater.running:
+        await application.updater.stop()
     await application.stop()
     await application.shutdown()
 

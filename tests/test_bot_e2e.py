@@ -15,6 +15,7 @@ import pytest
 from bot.logs import redact
 from bot.memory import ExpiringStore, RateLimiter
 from bot.messages import say
+from bot.webhook import Webhook, listen
 from embeddings.articles import read_articles
 from embeddings.encoders.base import Vectors
 from embeddings.index.build import build_index
@@ -206,6 +207,7 @@ async def test_sticker_gets_one_line_and_edits_are_ignored(bot: Bot) -> None:
 
 
 _MESSAGE = {"message_id": 1, "chat": {"id": ALICE, "type": "private"}, "text": "hi"}
+ANN = {"id": ALICE, "is_bot": False, "first_name": "Ann"}
 
 
 @pytest.mark.parametrize(
@@ -341,34 +343,37 @@ async def test_token_never_reaches_the_logs(bot: Bot, caplog: pytest.LogCaptureF
     assert bot.server.token not in caplog.text
 
 
-async def test_webhook_mode_checks_the_secret_token(data_dir: Path, tmp_path: Path) -> None:
-    """In webhook mode, updates without the right secret are rejected; the right one is answered."""
+async def test_webhook_mode_checks_the_secret_token_and_skips_what_ptb_cannot_read(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In webhook mode, updates without the right secret are refused (403) and a body that is
+    no update gets a 400; an update PTB cannot read is taken (200, so Telegram does not send it
+    again before the rest) with one log line; the right one is answered."""
     write_news(data_dir)
     async with TelegramServer() as server:
         _, application = await start_bot(server, data_dir, tmp_path / "index", FakeEncoder())
         assert application.updater is not None
         await application.updater.stop()
         port = free_port()
-        await application.updater.start_webhook(
-            listen="127.0.0.1", port=port, url_path="telegram",
-            webhook_url=f"http://127.0.0.1:{port}/telegram", secret_token="s3cret-token",
-        )  # fmt: skip
-        update = {
-            "update_id": 1,
-            "message": {
-                "message_id": 1,
-                "date": int(time.time()),
-                "chat": {"id": ALICE, "type": "private"},
-                "from": {"id": ALICE, "is_bot": False, "first_name": "Ann"},
-                "text": "heavy rain",
-            },
-        }
+        url = f"http://127.0.0.1:{port}/telegram"
+        await application.bot.set_webhook(url, secret_token="s3cret-token")
+        receiver = listen(application, Webhook(url, "s3cret-token", "127.0.0.1", port))
+        update = {"update_id": 1, "message": {**_MESSAGE, "date": int(time.time())}}
+        update["message"].update(text="heavy rain", **{"from": ANN})
         assert await server.post_to_webhook(update, None) == 403
         assert await server.post_to_webhook(update, "wrong") == 403
+        assert await server.post_to_webhook({"not": "an update"}, "s3cret-token") == 400
+        assert (
+            await server.post_to_webhook({"update_id": 2, "message": _MESSAGE}, "s3cret-token")
+            == 200
+        )
         assert await server.post_to_webhook(update, "s3cret-token") == 200
         [reply] = await server.wait_for_messages(ALICE, 1)
         assert reply.text.startswith("1. Heavy rain floods the valley")
+        receiver.stop()
         await stop_bot(application)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].startswith("Skipped update 2, ")
 
 
 @pytest.mark.model
