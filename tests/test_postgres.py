@@ -103,29 +103,29 @@ def test_database_answers_as_the_index_folder(
         assert np.allclose([h[1:] for h in found], [h[1:] for h in expected], atol=1e-5)
 
 
-@pytest.mark.parametrize("per_term", [1, 2, 1000])
-def test_bm25_reading_few_postings_per_term_still_returns_exact_scores(
+@pytest.mark.parametrize(("read_whole", "probed"), [(0, 1), (0, 1000), (1, 2), (20_000, 10)])
+def test_bm25_reading_common_terms_in_part_still_ranks_as_the_index_folder(
     data_dir: Path,
     tmp_path: Path,
     database_url: str,
     encoder: FakeEncoder,
     monkeypatch: pytest.MonkeyPatch,
-    per_term: int,
+    read_whole: int,
+    probed: int,
 ) -> None:
-    """However few postings a term's list is cut to, the passages returned carry their whole
-    BM25 score, the index folder's; with the lists whole the ranking is the folder's too."""
+    """However few postings are read whole and however few passages have their common terms
+    looked up, BM25 in the database returns the index folder's best passages and scores."""
     searchers = _both(_articles(data_dir), tmp_path, database_url, encoder)
     folder, database = (searcher.index for searcher in searchers)
-    monkeypatch.setattr(bm25, "PER_TERM", per_term)
-    for question in ["rain valley team", "the team won the cup in the valley"]:
-        rows, scores = database.lexical_nearest(question, 1 if per_term < 1000 else 10)
-        expected = dict(zip(*folder.lexical_nearest(question, 100), strict=True))
-        ids = {folder.passage(int(row)).id: float(score) for row, score in expected.items()}
-        found = [database.passage(int(row)).id for row in rows]
-        assert len(found) > 0 and np.allclose(scores, [ids[i] for i in found], atol=1e-5)
-        if per_term == 1000:
-            best = sorted(ids.values(), reverse=True)[: len(found)]
-            assert np.allclose(scores, best, atol=1e-5), question
+    monkeypatch.setattr(bm25, "READ_WHOLE", read_whole)
+    monkeypatch.setattr(bm25, "PROBED", probed)
+    for question in ["rain valley team", "the team won the cup in the valley", "valley valley"]:
+        for k in (1, 2, 10):
+            rows, scores = database.lexical_nearest(question, k)
+            expected_rows, expected = folder.lexical_nearest(question, k)
+            found = [database.passage(int(row)).id for row in rows]
+            assert found == [folder.passage(int(row)).id for row in expected_rows], question
+            assert np.allclose(scores, expected, atol=1e-5), question
 
 
 _OPENED: list[PostgresStore] = []
@@ -220,7 +220,7 @@ def test_failed_build_leaves_the_previous_build_whole(
     before = _answers(Searcher(_store(database_url, encoder), encoder), QUESTIONS[1])
     write_article(data_dir, "snow.txt", "Snow closes the pass", "Snow closed the mountain pass.")
 
-    def fail(*args: object) -> None:
+    def fail(*args: object, **keywords: object) -> None:
         raise RuntimeError("the disk is full")
 
     monkeypatch.setattr(bm25, "add", fail)  # after the articles and passages are inserted
@@ -534,23 +534,38 @@ def test_older_schema_with_an_upgrade_is_upgraded_in_place(
     assert found == (SCHEMA_VERSION, "upgraded")
 
 
+# Statements that turn the current layout back into version 1's.
+_VERSION_1 = [
+    "ALTER TABLE newsqa_meta DROP COLUMN least_average",
+    "ALTER TABLE newsqa_terms DROP COLUMN bound",
+    "ALTER TABLE newsqa_postings DROP CONSTRAINT newsqa_postings_pkey",
+    "ALTER TABLE newsqa_postings ADD PRIMARY KEY (term, passage)",
+    "DROP INDEX newsqa_passages_vector",
+    "CREATE INDEX newsqa_passages_vector ON newsqa_passages USING hnsw (vector vector_ip_ops)",
+    "UPDATE newsqa_schema_version SET version = 1",
+]
+
+
 def test_postings_without_impacts_are_upgraded_and_score_alike(
     data_dir: Path, database_url: str, encoder: FakeEncoder
 ) -> None:
-    """A version 1 layout (postings without their BM25 impact) is upgraded in place by the next
-    build, and BM25 ranks as it did."""
+    """A version 1 layout (postings without their BM25 impact, terms without their bounds,
+    vectors indexed in full precision) is upgraded in place by the next build, through
+    version 2, and BM25 and the vectors rank as they did."""
     articles = _articles(data_dir)
     build_database(articles, encoder, database_url)
-    store = PostgresStore.open(database_url)
+    store = PostgresStore.open(database_url, exact_rows=0)
     _OPENED.append(store)
     before = store.lexical_nearest("rain valley team", 10)
+    query = encoder.encode_queries(["rain valley team"])[0]
+    nearest = store.nearest(query, 3)
     with psycopg.connect(database_url) as connection:
-        connection.execute("DROP INDEX newsqa_postings_impact")
-        connection.execute("ALTER TABLE newsqa_postings DROP COLUMN impact")
-        connection.execute("UPDATE newsqa_schema_version SET version = 1")
+        for statement in _VERSION_1:
+            connection.execute(statement)
     later = FakeEncoder()
     report = build_database(articles, later, database_url)
     assert (report.embedded, later.embedded_passages) == (0, 0)
+    assert [a.tolist() for a in store.nearest(query, 3)] == [a.tolist() for a in nearest]
     after = store.lexical_nearest("rain valley team", 10)
     assert len(before[0]) > 0 and before[0].tolist() == after[0].tolist()
     assert np.allclose(before[1], after[1])
@@ -596,8 +611,8 @@ def test_readers_see_the_previous_build_until_the_next_one_commits(
     written, release = threading.Event(), threading.Event()
     add = bm25.add
 
-    def add_then_wait(*args: Any) -> None:
-        add(*args)
+    def add_then_wait(*args: Any, **keywords: Any) -> None:
+        add(*args, **keywords)
         written.set()
         assert release.wait(30)
 

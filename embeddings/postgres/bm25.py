@@ -2,27 +2,29 @@
 
 Full-text search's `ts_rank_cd` is not BM25 and ranks differently, so the statistics BM25
 needs are kept in tables instead: each term's document frequency (`newsqa_terms.df`), each
-passage's length and each term's count in it (`newsqa_postings`), and the passage count and
-total length (`newsqa_meta`). Text is cut into terms here, by the same `Tokenizer` as the
-index folder's, and a question is scored over its terms' postings only, with Lucene's BM25
-and the product's k1 and b. Adding or removing an article updates the counts it touches; no
-build rescores the rest.
+passage's length and each term's count in it (`newsqa_postings`, read from an index that
+holds them, so no table row is visited), and the passage count and total length
+(`newsqa_meta`). Text is cut into terms here, by the same `Tokenizer` as the index folder's,
+and a question is scored over its terms' postings only, with Lucene's BM25 and the product's
+k1 and b. Adding or removing an article updates the counts it touches; no build rescores the
+rest.
 
-A term most passages hold would make a question read most postings, so each posting also
-keeps its impact, the term-frequency part of its BM25 score (`tf / (tf + k1 * (1 - b + b *
-length / average))`, with the average length when it was written), and a question reads at
-most `PER_TERM` postings per term, the highest by impact. A term in fewer passages than that
-is read whole, so a small index scores exactly as bm25s does. In a large one, the passages
-best by the postings read are scored again over every posting of the asked terms they hold,
-so a returned score is exact; a passage is missed only when the parts of its score outside
-its terms' best postings would have lifted it into the top from below that shortlist.
+The scores are exact. A question of rare terms reads all their postings. One whose terms
+are common would read most of the table, so it is answered as MaxScore does (Turtle and
+Flood, 1995): each term has an upper bound on what it adds to a passage's score
+(`newsqa_terms.bound`: its highest term-frequency part, `tf / (tf + k1 * (1 - b + b *
+length / average))`, as written), the rarest terms are read whole, and the common ones only
+where they can still matter: for the best partial scores of the passages holding a rare one.
+The result is checked: when the common terms' bounds could lift a passage from outside the
+passages read into the top `k`, every posting is read instead.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import LiteralString
+from dataclasses import dataclass
+from typing import Any, LiteralString
 
 import numpy as np
 import numpy.typing as npt
@@ -34,37 +36,67 @@ from embeddings.postgres.schema import Connection
 Rows = npt.NDArray[np.intp]
 Scores = npt.NDArray[np.float32]
 
-# Postings read per asked term, at most: the best by impact (see above).
-PER_TERM = 2000
-# The best `RESCORED * k` passages by the postings read are scored again over all their
-# postings of the asked terms (one index lookup each), and the best `k` of them returned.
-RESCORED = 3
+# A question reads every posting of its terms while they hold at most this many in all
+# (about 10 ms at 1,000,000 passages); past it the commonest terms are only looked up.
+READ_WHOLE = 20_000
+# The passages with the best partial scores (this many times k) have their common terms
+# looked up, one index probe each.
+PROBED = 10
 
-# The corpus's passage count and mean length come in as parameters: joined in from
-# newsqa_meta, they made the planner misjudge the row counts and hash every posting.
-_SCORE: LiteralString = """
-WITH q AS (
-    SELECT t.id, q.weight * ln(1 + (%(n)s - t.df + 0.5) / (t.df::float8 + 0.5)) AS idf
-    FROM unnest(%(terms)s::text[], %(weights)s::int[]) AS q(term, weight)
-    JOIN newsqa_terms AS t ON t.term = q.term),
-shortlist AS (
-    SELECT p.passage
-    FROM q CROSS JOIN LATERAL (SELECT passage, tf, length FROM newsqa_postings
-                               WHERE term = q.id ORDER BY impact DESC, passage
-                               LIMIT %(per_term)s) AS p
-    GROUP BY p.passage
-    ORDER BY sum(q.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(average)s)))
-             DESC, p.passage
-    LIMIT %(rescored)s)
-SELECT s.passage,
-       sum(q.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(average)s)))
-           AS score
-FROM shortlist AS s CROSS JOIN q
-JOIN newsqa_postings AS p ON p.term = q.id AND p.passage = s.passage
-GROUP BY s.passage
-ORDER BY score DESC, s.passage
+# A term's part of a passage's score, from a posting `p` and the question's term `q`.
+_PART: LiteralString = (
+    "q.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / %(average)s))"
+)
+# Every posting of the question's terms: exact.
+_WHOLE: LiteralString = f"""
+SELECT p.passage, sum({_PART}) AS score
+FROM unnest(%(ids)s::int[], %(idfs)s::float8[]) AS q(id, idf)
+JOIN newsqa_postings AS p ON p.term = q.id
+GROUP BY p.passage
+ORDER BY score DESC, p.passage
 LIMIT %(k)s
 """
+# The rare terms' postings whole, the common terms' looked up for the best `probed` passages
+# by the rare ones; with each, the lowest partial score of those probed and how many passages
+# the rare terms reached, so the caller can tell whether the result is exact.
+_SPLIT: LiteralString = f"""
+WITH partial AS (
+    SELECT p.passage, sum({_PART}) AS partial
+    FROM unnest(%(ids)s::int[], %(idfs)s::float8[]) AS q(id, idf)
+    JOIN newsqa_postings AS p ON p.term = q.id
+    GROUP BY p.passage),
+probed AS (
+    SELECT passage, partial FROM partial ORDER BY partial DESC, passage LIMIT %(probed)s),
+scored AS (
+    SELECT s.passage, s.partial + coalesce(sum({_PART}), 0) AS score
+    FROM probed AS s
+    CROSS JOIN unnest(%(common)s::int[], %(common_idfs)s::float8[]) AS q(id, idf)
+    LEFT JOIN newsqa_postings AS p ON p.term = q.id AND p.passage = s.passage
+    GROUP BY s.passage, s.partial)
+SELECT passage, score, (SELECT min(partial) FROM probed), (SELECT count(*) FROM partial)
+FROM scored
+ORDER BY score DESC, passage
+LIMIT %(k)s
+"""
+# Bounds are raised by a hair, so rounding in the server's arithmetic cannot make one short.
+_MARGIN = 1 + 1e-9
+_TERMS: LiteralString = """
+SELECT t.id, t.df, t.bound, q.weight
+FROM unnest(%(terms)s::text[], %(weights)s::int[]) AS q(term, weight)
+JOIN newsqa_terms AS t ON t.term = q.term
+ORDER BY t.df, t.id
+"""
+
+
+@dataclass(frozen=True)
+class _Term:
+    """An asked term: its id, how many passages hold it, its weight times IDF, and the most
+    it can add to a passage's score."""
+
+    id: int
+    df: int
+    idf: float
+    bound: float
 
 
 def passage_terms(tokenizer: Tokenizer, text: str) -> Counter[str]:
@@ -81,20 +113,82 @@ def shortlist(
     A term asked twice counts twice, as in bm25s.
     """
     weights = Counter(tokenizer.question_terms(question))
-    if not weights or k <= 0:
+    corpus = connection.execute(
+        "SELECT passages, total_length, least_average FROM newsqa_meta"
+    ).fetchone()
+    if not weights or k <= 0 or corpus is None or not corpus[0]:
         return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
-    corpus = connection.execute("SELECT passages, total_length FROM newsqa_meta").fetchone()
-    if corpus is None or not corpus[0]:
-        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
-    parameters = {
-        "terms": list(weights), "weights": list(weights.values()), "k1": BM25_K1, "b": BM25_B,
-        "n": float(corpus[0]), "average": corpus[1] / corpus[0], "k": k,
-        "per_term": max(PER_TERM, k), "rescored": RESCORED * k,
-    }  # fmt: skip
-    # Planned afresh each time: a prepared (generic) plan cannot see which terms are asked.
-    found = connection.execute(_SCORE, parameters, prepare=False).fetchall()
-    rows = np.array([row for row, _ in found], dtype=np.intp)
-    return rows, np.array([score for _, score in found], dtype=np.float32)
+    count, average = float(corpus[0]), corpus[1] / corpus[0]
+    # An impact written with a smaller mean length can be exceeded now by this ratio, at most.
+    drift = max(1.0, average / corpus[2]) if corpus[2] else float("inf")
+    terms = _terms(connection, weights, count, drift)
+    parameters = {"k1": BM25_K1, "b": BM25_B, "average": average, "k": k}
+    found = _scored(connection, terms, parameters)
+    rows = np.array([row[0] for row in found], dtype=np.intp)
+    return rows, np.array([row[1] for row in found], dtype=np.float32)
+
+
+def _terms(
+    connection: Connection, weights: Counter[str], count: float, drift: float
+) -> list[_Term]:
+    """The asked terms the index holds, rarest first."""
+    found = connection.execute(
+        _TERMS, {"terms": list(weights), "weights": list(weights.values())}
+    ).fetchall()
+    terms = []
+    for term_id, df, bound, weight in found:
+        idf = weight * float(np.log(1.0 + (count - df + 0.5) / (df + 0.5)))
+        terms.append(_Term(int(term_id), int(df), idf, idf * float(bound) * drift * _MARGIN))
+    return terms
+
+
+def _scored(
+    connection: Connection, terms: list[_Term], parameters: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """The best passages over `terms`: by the split into rare and common terms when the
+    rare ones hold too many postings and the split is provably exact, else over all."""
+    rare = _rare(terms)
+    if len(rare) < len(terms):
+        common = terms[len(rare) :]
+        k = parameters["k"]
+        # Not prepared: a generic plan cannot see how many postings the asked terms hold.
+        found = connection.execute(
+            _SPLIT,
+            {
+                **parameters, **_columns(rare), "probed": PROBED * k,
+                "common": [t.id for t in common], "common_idfs": [t.idf for t in common],
+            },
+            prepare=False,
+        ).fetchall()  # fmt: skip
+        if _exact(found, sum(t.bound for t in common), PROBED * k, k):
+            return found
+    return connection.execute(_WHOLE, {**parameters, **_columns(terms)}, prepare=False).fetchall()
+
+
+def _rare(terms: list[_Term]) -> list[_Term]:
+    """The rarest terms (at least one) that hold at most `READ_WHOLE` postings together."""
+    total, rare = 0, list[_Term]()
+    for term in terms:
+        total += term.df
+        if rare and total > READ_WHOLE:
+            break
+        rare.append(term)
+    return rare
+
+
+def _columns(terms: Sequence[_Term]) -> dict[str, list[Any]]:
+    return {"ids": [t.id for t in terms], "idfs": [t.idf for t in terms]}
+
+
+def _exact(found: list[tuple[Any, ...]], common: float, probed: int, k: int) -> bool:
+    """Whether the split's top `k` is the true one: the `k`-th score beats any passage
+    holding common terms alone (at most `common`), and any passage of the rare terms not
+    probed (at most the lowest partial probed + `common`)."""
+    if not found:
+        return False
+    kth = found[-1][1] if len(found) >= k else 0.0
+    lowest, reached = found[0][2], found[0][3]
+    return common < kth and (reached <= probed or lowest + common < kth)
 
 
 def idf(connection: Connection, terms: Sequence[str]) -> npt.NDArray[np.float64]:
@@ -114,15 +208,22 @@ def idf(connection: Connection, terms: Sequence[str]) -> npt.NDArray[np.float64]
 
 
 def add(
-    connection: Connection, passages: Sequence[tuple[int, Counter[str]]], average: float
+    connection: Connection,
+    passages: Sequence[tuple[int, Counter[str]]],
+    average: float,
+    *,
+    fresh: bool = False,
 ) -> None:
-    """Record the terms of new passages (row, term counts) and raise their frequencies;
-    `average` is the mean passage length their impacts are weighed by."""
+    """Record the terms of new passages (row, term counts), raise their frequencies and
+    their bounds; `average` is the mean passage length the bounds are weighed by (the build
+    records it in `newsqa_meta.least_average` when it is the least yet). `fresh`:
+    the postings table was made in this transaction, so its rows are written frozen, visible
+    to every later reader, and an index-only scan need not visit them."""
     vocabulary = sorted({term for _, counts in passages for term in counts})
     if not vocabulary:
         return
     connection.execute(
-        """INSERT INTO newsqa_terms (term, df) SELECT unnest(%s::text[]), 0
+        """INSERT INTO newsqa_terms (term, df, bound) SELECT unnest(%s::text[]), 0, 0
            ON CONFLICT (term) DO NOTHING""",
         (vocabulary,),
     )
@@ -132,23 +233,31 @@ def add(
         ).fetchall()
     )
     frequency: Counter[int] = Counter()
+    bounds: dict[int, float] = {}
     lines: list[str] = []  # COPY's text format, written whole: faster than row by row
     for row, counts in passages:
         length = sum(counts.values())
         norm = BM25_K1 * (1 - BM25_B + BM25_B * length / (average or 1.0))
-        lines.extend(
-            f"{ids[term]}\t{row}\t{count}\t{length}\t{count / (count + norm)!r}\n"
-            for term, count in counts.items()
-        )
+        for term, count in counts.items():
+            term_id = ids[term]
+            lines.append(f"{term_id}\t{row}\t{count}\t{length}\n")
+            bounds[term_id] = max(bounds.get(term_id, 0.0), count / (count + norm))
         frequency.update(ids[term] for term in counts)
-    copy_sql = "COPY newsqa_postings (term, passage, tf, length, impact) FROM STDIN"
-    with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
-        copy.write("".join(lines))
+    _copy_postings(connection, "".join(lines), fresh)
     connection.execute(
-        """UPDATE newsqa_terms AS t SET df = t.df + d.n
-           FROM unnest(%s::int[], %s::int[]) AS d(id, n) WHERE t.id = d.id""",
-        (list(frequency), list(frequency.values())),
+        """UPDATE newsqa_terms AS t SET df = t.df + d.n, bound = greatest(t.bound, d.bound)
+           FROM unnest(%s::int[], %s::int[], %s::float8[]) AS d(id, n, bound)
+           WHERE t.id = d.id""",
+        (list(frequency), list(frequency.values()), [bounds[i] for i in frequency]),
     )
+
+
+def _copy_postings(connection: Connection, lines: str, fresh: bool) -> None:
+    copy_sql: LiteralString = "COPY newsqa_postings (term, passage, tf, length) FROM STDIN"
+    if fresh:
+        copy_sql += " (FREEZE)"
+    with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        copy.write(lines)
 
 
 def remove(connection: Connection, articles: Sequence[int]) -> None:

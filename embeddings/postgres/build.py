@@ -81,9 +81,9 @@ def build_database(
             if fresh:
                 schema.create(connection, vectors.shape[1])
             register_vector(connection)
-            _write(connection, plan, vectors, encoder.name)
+            _write(connection, plan, vectors, encoder.name, fresh=fresh)
             if fresh:
-                schema.index_after_load(connection)
+                schema.index_after_load(connection, vectors.shape[1], len(plan.passages))
     count = plan.kept + len(plan.passages)
     removed = len(set(known) - {article.id for article in articles})
     return BuildReport(
@@ -155,8 +155,11 @@ def _embed(encoder: Encoder, passages: list[Passage], progress: bool) -> Vectors
     return encoder.encode_passages([p.embedding_text for p in passages], progress=progress)
 
 
-def _write(connection: Connection, plan: _Plan, vectors: Vectors, model: str) -> None:
-    """Drop the articles the plan drops, add the ones it adds, and record the build."""
+def _write(
+    connection: Connection, plan: _Plan, vectors: Vectors, model: str, *, fresh: bool
+) -> None:
+    """Drop the articles the plan drops, add the ones it adds, and record the build
+    (`fresh`: into tables made in this transaction)."""
     tokenizer = Tokenizer()
     removed = (0, 0)
     if plan.drop:
@@ -164,7 +167,7 @@ def _write(connection: Connection, plan: _Plan, vectors: Vectors, model: str) ->
         removed = _drop_articles(connection, plan.drop)
     numbers = _insert_articles(connection, plan, vectors)
     kept = _corpus(connection, removed)
-    length = _insert_passages(connection, plan, numbers, vectors, tokenizer, kept)
+    length = _insert_passages(connection, plan, numbers, vectors, tokenizer, kept, fresh)
     change = (len(plan.passages) - removed[0], length - removed[1])
     _record_build(connection, model, vectors, tokenizer, change)
     # Fresh statistics, so the planner scores BM25 from each asked term's postings alone.
@@ -231,6 +234,7 @@ def _insert_passages(
     vectors: Vectors,
     tokenizer: Tokenizer,
     kept: tuple[int, int],
+    fresh: bool,
 ) -> int:
     """Insert the new passages and their BM25 postings (`kept`: the passages and length
     already in the index); the BM25 length they add."""
@@ -256,7 +260,8 @@ def _insert_passages(
     )
     added = sum(sum(counts.values()) for counts in terms)
     average = (kept[1] + added) / max(kept[0] + len(passages), 1)
-    bm25.add(connection, [(int(rows[i]), c) for i, c in zip(ids, terms, strict=True)], average)
+    postings = [(int(rows[i]), c) for i, c in zip(ids, terms, strict=True)]
+    bm25.add(connection, postings, average, fresh=fresh)
     return added
 
 
@@ -268,21 +273,26 @@ def _record_build(
     change: tuple[int, int],
 ) -> None:
     """Write the build's row of newsqa_meta: the passage count and total BM25 length move by
-    what the build changed (`change`), so no build counts the whole table."""
+    what the build changed (`change`), so no build counts the whole table; the least mean
+    length yet, which the terms' BM25 bounds were weighed by, follows the new mean down."""
     values: dict[str, Any] = {
         "model": model, "tokenizer": json.dumps(asdict(tokenizer)),
         "now": dt.datetime.now(dt.UTC), "passages": change[0], "length": change[1],
     }  # fmt: skip
     updated = connection.execute(
         """UPDATE newsqa_meta SET generation = generation + 1, built_at = %(now)s,
-               passages = passages + %(passages)s, total_length = total_length + %(length)s""",
+               passages = passages + %(passages)s, total_length = total_length + %(length)s,
+               least_average = least(least_average, (total_length + %(length)s)::float8
+                                                    / nullif(passages + %(passages)s, 0))""",
         values,
     )
     if updated.rowcount == 0:
         connection.execute(
             """INSERT INTO newsqa_meta
-                   (model, dimension, tokenizer, generation, built_at, passages, total_length)
+                   (model, dimension, tokenizer, generation, built_at, passages, total_length,
+                    least_average)
                VALUES (%(model)s, %(dimension)s, %(tokenizer)s, 1, %(now)s, %(passages)s,
-                       %(length)s)""",
+                       %(length)s,
+                       coalesce(%(length)s::float8 / nullif(%(passages)s, 0), 'Infinity'))""",
             {**values, "dimension": int(vectors.shape[1])},
         )

@@ -3,16 +3,19 @@
 Every table is prefixed ``newsqa_`` so the index can share a database::
 
     newsqa_schema_version   one row: the layout version below
-    newsqa_meta             one row: model, dimension, tokenizer, build number and time, and the
-                            passage count and total length BM25 needs
+    newsqa_meta             one row: model, dimension, tokenizer, build number and time, the
+                            passage count and total length BM25 needs, and the least mean
+                            length the terms' bounds were weighed by
     newsqa_articles         one row per article: id, content hash, title, date, source, url, and
                             the L2-normalised mean of its passage vectors
     newsqa_passages         one row per passage: its article, ordinal, id, text, BM25 length and
-                            vector (HNSW index, inner product: the vectors are normalised)
-    newsqa_terms            one row per BM25 term: how many passages hold it
-    newsqa_postings         one row per (term, passage): the term's count in the passage, the
-                            passage's length, and the term's BM25 impact there (indexed per term,
-                            highest first, so a common term's best postings are read alone)
+                            vector (HNSW index of the vectors in half precision, inner
+                            product: the vectors are normalised)
+    newsqa_terms            one row per BM25 term: how many passages hold it, and the most its
+                            term-frequency part has been in one (see `bm25`)
+    newsqa_postings         one row per (term, passage): the term's count in the passage and the
+                            passage's length (both also in the key's index, so a question reads
+                            the index alone)
 
 A passage's and an article's `number` are what `SearchStore` calls rows and article numbers;
 they stay the same while the article is unchanged.
@@ -34,7 +37,21 @@ from embeddings.errors import (
 from embeddings.index.index import BM25_B, BM25_K1
 from embeddings.postgres import describe
 
-SCHEMA_VERSION = 2
+# The HNSW graph's links per node and its build-time candidate list, written out so every
+# server builds it the same (see benchmarks/results/store.md for what they buy).
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128
+
+
+def vector_index(dimension: str) -> str:
+    """The statement making the HNSW index of the passage vectors (`dimension`: their length,
+    as SQL text). It indexes them in half precision: the graph takes half the memory and
+    disk and is read faster, while the distances returned are the full vectors'."""
+    return f"""CREATE INDEX newsqa_passages_vector ON newsqa_passages
+               USING hnsw ((vector::halfvec({dimension})) halfvec_ip_ops)
+               WITH (m = {HNSW_M:d}, ef_construction = {HNSW_EF_CONSTRUCTION:d})"""
+
+
+SCHEMA_VERSION = 3
 # Statements that bring a layout of version v to v + 1; a build runs them in its transaction.
 # An older layout without a way up is rebuilt from the articles instead.
 UPGRADES: dict[int, Sequence[str]] = {
@@ -46,17 +63,35 @@ UPGRADES: dict[int, Sequence[str]] = {
         "ALTER TABLE newsqa_postings ALTER COLUMN impact SET NOT NULL",
         "CREATE INDEX newsqa_postings_impact ON newsqa_postings (term, impact DESC, passage)",
     ],
+    2: [
+        "ALTER TABLE newsqa_meta ADD COLUMN least_average float8",
+        """UPDATE newsqa_meta SET least_average =
+               coalesce(total_length::float8 / nullif(passages, 0), 'Infinity')""",
+        "ALTER TABLE newsqa_meta ALTER COLUMN least_average SET NOT NULL",
+        "ALTER TABLE newsqa_terms ADD COLUMN bound float8 NOT NULL DEFAULT 0",
+        f"""UPDATE newsqa_terms AS t SET bound = b.bound
+            FROM (SELECT term, max(tf / (tf + {BM25_K1!r}::float8 * (1 - {BM25_B!r}::float8
+                      + {BM25_B!r}::float8 * length / (SELECT least_average FROM newsqa_meta))))
+                      AS bound
+                  FROM newsqa_postings GROUP BY term) AS b
+            WHERE t.id = b.term""",
+        "ALTER TABLE newsqa_terms ALTER COLUMN bound DROP DEFAULT",
+        "DROP INDEX newsqa_postings_impact",
+        "ALTER TABLE newsqa_postings DROP COLUMN impact",
+        "ALTER TABLE newsqa_postings DROP CONSTRAINT newsqa_postings_pkey",
+        "ALTER TABLE newsqa_postings ADD PRIMARY KEY (term, passage) INCLUDE (tf, length)",
+        "DROP INDEX newsqa_passages_vector",
+        # The dimension is in newsqa_meta: the server formats it into the statement.
+        "DO $$ BEGIN EXECUTE format('{}', (SELECT dimension FROM newsqa_meta)); END $$".format(
+            vector_index("%s").replace("'", "''")
+        ),
+    ],
 }
 
 TABLES = (
     "newsqa_postings", "newsqa_terms", "newsqa_passages", "newsqa_articles", "newsqa_meta",
     "newsqa_schema_version",
 )  # fmt: skip
-
-# The HNSW graph's links per node (pgvector's default) and its build-time candidate list (twice
-# the default: at 100,000 synthetic passages recall@100 at ef_search 1000 rose from 0.977 to
-# 0.995, the whole build from 34 s to 39 s), written out so every server builds it the same.
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128
 
 Connection = psycopg.Connection[Any]
 
@@ -74,7 +109,8 @@ def _statements(dimension: int) -> list[str]:
             generation bigint NOT NULL,
             built_at timestamptz NOT NULL,
             passages bigint NOT NULL,
-            total_length bigint NOT NULL)""",
+            total_length bigint NOT NULL,
+            least_average float8 NOT NULL)""",
         f"""CREATE TABLE newsqa_articles (
             number bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             id text NOT NULL UNIQUE,
@@ -96,7 +132,8 @@ def _statements(dimension: int) -> list[str]:
         """CREATE TABLE newsqa_terms (
             id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             term text NOT NULL UNIQUE,
-            df integer NOT NULL)""",
+            df integer NOT NULL,
+            bound float8 NOT NULL)""",
         # The passage's length is repeated here so scoring a term reads its postings only.
         # No foreign keys: checking them row by row took most of a build's time; the build
         # deletes a passage's postings itself (`bm25.remove`).
@@ -104,20 +141,21 @@ def _statements(dimension: int) -> list[str]:
             term integer NOT NULL,
             passage bigint NOT NULL,
             tf integer NOT NULL,
-            length integer NOT NULL,
-            impact real NOT NULL)""",
+            length integer NOT NULL)""",
     ]
 
 
 # The postings' indexes: made after a first build's rows are in (faster than row by row).
 _POSTING_INDEXES = (
-    "ALTER TABLE newsqa_postings ADD PRIMARY KEY (term, passage)",
+    # The counts ride along in the key's index, so scoring a term reads that index alone.
+    "ALTER TABLE newsqa_postings ADD PRIMARY KEY (term, passage) INCLUDE (tf, length)",
     "CREATE INDEX ON newsqa_postings (passage)",
-    # A common term's postings best first: a question reads the top of each term's list.
-    "CREATE INDEX newsqa_postings_impact ON newsqa_postings (term, impact DESC, passage)",
 )
-# Memory and workers for building those indexes, for this transaction only.
-MAINTENANCE_WORK_MEM, MAINTENANCE_WORKERS = "1GB", 2
+# Workers for building those indexes, and memory per passage for the HNSW graph (its vector in
+# half precision and its links; the graph built in memory is made several times faster than
+# one spilled to disk), between a floor and a ceiling; for the build's transaction only.
+MAINTENANCE_WORKERS = 2
+GRAPH_BYTES_PER_PASSAGE, MAINTENANCE_MEMORY = 2500, (256 << 20, 8 << 30)
 
 
 def installed_version(connection: Connection) -> int | None:
@@ -155,6 +193,8 @@ def upgrade(connection: Connection, url: str) -> bool:
     """Bring the layout to this version (for builds); False when there is none to upgrade,
     or an older one with no way up, which the caller rebuilds. A newer one is refused."""
     version = installed_version(connection)
+    if version is not None and version in UPGRADES:
+        room_for_indexes(connection, _passage_count(connection))
     while version is not None and version in UPGRADES:
         for statement in UPGRADES[version]:
             connection.execute(statement.encode())
@@ -163,6 +203,11 @@ def upgrade(connection: Connection, url: str) -> bool:
     if version is not None and version > SCHEMA_VERSION:
         _refuse_other(version, url)
     return version == SCHEMA_VERSION
+
+
+def _passage_count(connection: Connection) -> int:
+    row = connection.execute("SELECT passages FROM newsqa_meta").fetchone()
+    return int(row[0]) if row else 0
 
 
 def create(connection: Connection, dimension: int) -> None:
@@ -185,22 +230,25 @@ def require_vectors(connection: Connection, url: str) -> None:
         raise VectorExtensionError(message) from error
 
 
-def index_after_load(connection: Connection) -> None:
+def index_after_load(connection: Connection, dimension: int, passages: int) -> None:
     """Create the postings' indexes and the HNSW index of the passage vectors. A first build
     calls it once the rows are in: built over them in one go, with room in memory and two
     workers, they are made several times faster than row by row."""
+    room_for_indexes(connection, passages)
+    for statement in _POSTING_INDEXES:
+        connection.execute(statement.encode())
+    connection.execute(vector_index(str(int(dimension))).encode())
+
+
+def room_for_indexes(connection: Connection, passages: int) -> None:
+    """Memory and workers to build indexes over `passages` rows, for this transaction."""
+    low, high = MAINTENANCE_MEMORY
+    memory = min(max(GRAPH_BYTES_PER_PASSAGE * passages, low), high)
     for name, value in (
-        ("maintenance_work_mem", MAINTENANCE_WORK_MEM),
+        ("maintenance_work_mem", f"{memory // 1024}kB"),
         ("max_parallel_maintenance_workers", str(MAINTENANCE_WORKERS)),
     ):
         connection.execute("SELECT set_config(%s, %s, true)", (name, value))
-    for statement in _POSTING_INDEXES:
-        connection.execute(statement.encode())
-    connection.execute(
-        f"""CREATE INDEX newsqa_passages_vector ON newsqa_passages
-            USING hnsw (vector vector_ip_ops)
-            WITH (m = {HNSW_M:d}, ef_construction = {HNSW_EF_CONSTRUCTION:d})""".encode()
-    )
 
 
 def drop(connection: Connection) -> None:

@@ -32,17 +32,21 @@ Connection = schema.Connection
 
 # pgvector's HNSW search returns at most `hnsw.ef_search` rows (40 by default), and finds more
 # of the true nearest the deeper its candidate list: each dense search sets it to ten times its
-# shortlist's depth, as far as the server allows. At 100,000 synthetic passages (see
-# benchmarks/store.py) a shortlist of 100 held 97% of the exact 100 at 4x, 99.5% at 10x. The
-# query orders by the bare distance, so the index serves it; without a filter no iterative
-# scan is needed: a search with ef_search >= k returns k rows.
+# shortlist's depth, as far as the server allows (see benchmarks/results/store.md). The query
+# orders by the distance the index holds (half precision), so the index serves it, and returns
+# the full vectors' cosines, best first; without a filter no iterative scan is needed: a search
+# with ef_search >= k returns k rows.
 EF_SEARCH_FACTOR = 10
 MAX_EF_SEARCH = 1000
 # Up to this many passages the nearest are found by reading every vector instead (10 ms at
 # 10,000): exact, as the index folder's answers are at that size.
 EXACT_ROWS = 20_000
-_NEAREST: LiteralString = """SELECT number, -(vector <#> %(q)s) FROM newsqa_passages
-                              ORDER BY vector <#> %(q)s LIMIT %(k)s"""
+# The HNSW query, for vectors of the dimension put in for {dimension}.
+_NEAREST = """SELECT number, cosine
+              FROM (SELECT number, -(vector <#> %(q)s) AS cosine FROM newsqa_passages
+                    ORDER BY vector::halfvec({dimension}) <#> %(q)s::halfvec({dimension})
+                    LIMIT %(k)s) AS found
+              ORDER BY cosine DESC, number"""
 # "+ 0" orders by an expression the HNSW index cannot serve: every vector is read.
 _EXACT: LiteralString = """SELECT number, -(vector <#> %(q)s) FROM newsqa_passages
                             ORDER BY (vector <#> %(q)s) + 0, number LIMIT %(k)s"""
@@ -53,10 +57,19 @@ _PASSAGE = """SELECT p.id, a.id, p.ordinal, a.title, a.date, a.source, p.text, a
 class PostgresStore:
     """The index in a PostgreSQL database, read through one connection per thread."""
 
-    def __init__(self, url: str, model: str, tokenizer: Tokenizer, *, exact_rows: int = EXACT_ROWS):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        tokenizer: Tokenizer,
+        *,
+        dimension: int,
+        exact_rows: int = EXACT_ROWS,
+    ):
         self.url = url
         self._model = model
         self._tokenizer = tokenizer
+        self._nearest = _NEAREST.format(dimension=int(dimension)).encode()
         self.exact_rows = exact_rows  # up to this many passages, nearest() reads every vector
         self._connections = _Connections(url)
         self._local = threading.local()  # the connection of a snapshot on this thread
@@ -68,7 +81,9 @@ class PostgresStore:
         """Open the index in the database at `url`; with `model`, insist it was built with it."""
         with unavailable(url), connect(url) as connection:
             schema.require_current(connection, url)
-            row = connection.execute("SELECT model, tokenizer FROM newsqa_meta").fetchone()
+            row = connection.execute(
+                "SELECT model, tokenizer, dimension FROM newsqa_meta"
+            ).fetchone()
         if row is None:
             raise IndexNotFoundError(f"No index in the database at {describe(url)}")
         built_with, tokenizer = str(row[0]), Tokenizer(**row[1])
@@ -77,7 +92,7 @@ class PostgresStore:
                 f"The index in the database at {describe(url)} was built with {built_with!r}, "
                 f"not {model!r}"
             )
-        return cls(url, built_with, tokenizer, exact_rows=exact_rows)
+        return cls(url, built_with, tokenizer, dimension=int(row[2]), exact_rows=exact_rows)
 
     def close(self) -> None:
         """Close every connection the store made."""
@@ -169,7 +184,7 @@ class PostgresStore:
         with self._connection() as connection:
             # Not prepared: a prepared plan would not see a later ef_search.
             found = connection.execute(
-                _dense_query(connection, k, self.exact_rows),
+                _dense_query(connection, k, self.exact_rows, self._nearest),
                 {"q": np.asarray(query, dtype=np.float32), "k": k},
                 prepare=False,
             ).fetchall()
@@ -317,15 +332,15 @@ def _alive(connection: Connection) -> bool:
     return True
 
 
-def _dense_query(connection: Connection, k: int, exact_rows: int) -> LiteralString:
-    """The query for the `k` nearest passages: exact in a small index, else by HNSW with a
-    candidate list ten times as deep (set for this transaction only)."""
+def _dense_query(connection: Connection, k: int, exact_rows: int, nearest: bytes) -> Any:
+    """The query for the `k` nearest passages: exact in a small index, else `nearest`, by
+    HNSW with a candidate list ten times as deep (set for this transaction only)."""
     row = connection.execute("SELECT passages FROM newsqa_meta").fetchone()
     if row is not None and row[0] <= exact_rows:
         return _EXACT
     ef_search = str(min(max(EF_SEARCH_FACTOR * k, 40), MAX_EF_SEARCH))
     connection.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef_search,))
-    return _NEAREST
+    return nearest
 
 
 def _no_multilingual(multilingual: bool) -> None:
