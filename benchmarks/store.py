@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sections.append(_kept_answers())
         for size in arguments.passages:
             sections.append(_size(size, arguments.cache, new_database))
+            print(sections[-1], flush=True)  # a large size takes an hour: show each as it ends
     report = "# The database store beside the index folder\n\n" + "\n".join(sections)
     return publish(report, RESULTS, write=not arguments.no_write)
 
