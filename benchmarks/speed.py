@@ -54,12 +54,12 @@ from embeddings.encoders.base import Encoder
 from embeddings.encoders.onnx_export import export_onnx
 from embeddings.encoders.onnx_runtime import DEFAULT_BATCH_SIZE, OnnxEncoder
 from embeddings.encoders.torch_runtime import SentenceTransformerEncoder
-from embeddings.evaluation.measures import ndcg_at
+from embeddings.evaluation.measures import JudgedQuestion, load_passage_set, ndcg_at
 from embeddings.index import scan
 from embeddings.index.build import build_index
 from embeddings.index.index import Index
 from embeddings.index.scan import CANDIDATES, SHORTLIST_FACTOR, Int8Matrix, kernel, top_rows
-from embeddings.passages import split_article
+from embeddings.passages import embedding_text, split_article
 from embeddings.search.ranking import DEFAULT_SETTINGS
 from embeddings.search.reranker import Reranker
 from embeddings.search.searcher import Searcher
@@ -379,21 +379,54 @@ def _new_article(articles: Sequence[Article]) -> Article:
 # --- 2. quality --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _DenseSet:
+    """A judged set as the dense-only comparison reads it: passage ids, texts and questions."""
+
+    name: str
+    ids: list[str]
+    texts: list[str]
+    questions: list[JudgedQuestion]
+
+
+def _trecqa_dev() -> _DenseSet | None:
+    """TrecQA dev over its passages (with their titles), or None without the shared folder."""
+    passages, dev = TRECQA / "passages.jsonl", TRECQA / "dev.queries.jsonl"
+    if not (passages.is_file() and dev.is_file()):
+        return None
+    judged = load_passage_set(passages, dev)
+    texts = [embedding_text(p.title or "", p.text) for p in judged.passages]
+    return _DenseSet("TrecQA dev", [p.id for p in judged.passages], texts, judged.judged)
+
+
+def _bbc_headline_test(counter: Encoder) -> _DenseSet | None:
+    """Headline -> every passage of its article, the even-numbered (test) half of the BBC."""
+    from benchmarks.quality import bbc_articles, bbc_folder
+
+    folder = bbc_folder()
+    if folder is None:
+        return None
+    articles, headlines = bbc_articles(folder)
+    ids, texts, questions = [], [], []
+    for article in articles:
+        passages = split_article(article, counter.count_tokens, counter.max_tokens)
+        ids += [p.id for p in passages]
+        texts += [p.embedding_text for p in passages]
+        if not int(article.id.rsplit("/", 1)[1]) % 2:
+            relevant = {p.id: 1 for p in passages}
+            questions.append(JudgedQuestion(article.id, headlines[article.id], relevant))
+    return _DenseSet("BBC headline test", ids, texts, questions)
+
+
 def _quality(
     encoders: dict[str, Callable[[], Encoder]], limit: int
 ) -> tuple[str, list[str], list[list[Any]]]:
     """nDCG@10 of each backend (exact float scan), and of ONNX through the int8 scan."""
-    from benchmarks.quality import bbc_folder, bbc_headlines, trecqa
-
     counter = encoders["onnx"]() if "onnx" in encoders else encoders["torch"]()
-    sets = [trecqa(TRECQA)]
-    folder = bbc_folder()
-    if folder is not None and not limit:
-        sets.append(bbc_headlines(folder, counter.count_tokens, counter.max_tokens))
+    sets = [_trecqa_dev(), None if limit else _bbc_headline_test(counter)]
     rows = []
     for benchmark in (s for s in sets if s is not None):
-        ids = [p.id for p in benchmark.passages]
-        questions = benchmark.test
+        ids, questions = benchmark.ids, benchmark.questions
         baseline = None
         for name, make in encoders.items():
             encoder = make()
